@@ -1,0 +1,245 @@
+"""Experiment configs: YAML files with inheritance, dotted overrides and validation.
+
+One file fully determines an experiment. A file may start from another with
+``base: other.yml`` (path relative to the file) and change only what differs;
+overrides from the command line use dotted keys (``optim.lr=5e-4``).
+Every key is checked against ``DEFAULTS`` so that a typo is an error naming
+the key, not a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from local.model import check_variant
+
+# The complete schema: every section and key a config may set, with defaults.
+# Comments give the paper's symbol where there is one.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "data": {
+        "sample_rate": 8000,  # fs; selects wav8k or wav16k
+        "mode": "min",  # wsj0-2mix "min" (truncate) or "max" (zero-pad) mixtures
+        "n_src": 2,  # C
+        "segment": 4.0,  # training crop in seconds (paper: 4 s); null = whole utterances
+        "min_segment": 1.0,  # shorter training utterances are dropped (seconds)
+        "batch_size": 4,
+        "num_workers": 2,
+        "dynamic_mixing": False,  # remix training sources on the fly (new pairs and gains)
+        "dm_snr_range": 2.5,  # dynamic mixing: relative level uniform in [-x, x] dB
+        "train_set": "tr",
+        "valid_set": "cv",
+        "test_set": "tt",
+    },
+    "filterbank": {
+        "n_filters": 512,  # N
+        "kernel_size": 16,  # L
+        "stride": 8,  # L/2
+        "encoder_activation": "linear",  # linear | relu | sigmoid
+        "who_is_pinv": None,  # null | encoder (paper's Pinv row) | decoder
+    },
+    "masknet": {
+        "bn_chan": 128,  # B
+        "hid_chan": 512,  # H
+        "skip_chan": 128,  # Sc
+        "conv_kernel_size": 3,  # P
+        "n_blocks": 8,  # X
+        "n_repeats": 3,  # R
+        "norm_type": "gLN",  # gLN (non-causal) | cLN (causal)
+        "mask_act": "sigmoid",  # softmax | sigmoid | relu
+        "causal": False,
+    },
+    "optim": {
+        "optimizer": "adam",  # adam | adamw
+        "lr": 1.0e-3,
+        "weight_decay": 0.0,
+    },
+    "scheduler": {
+        "name": "plateau",  # plateau (paper) | cosine | none
+        "factor": 0.5,  # plateau: multiply lr by this ...
+        "patience": 3,  # ... after this many epochs without val_loss improvement
+        "warmup_steps": 0,  # cosine: linear warm-up steps
+        "min_lr_ratio": 0.01,  # cosine: final lr / initial lr
+    },
+    "training": {
+        "epochs": 100,
+        "max_steps": -1,  # stop after this many optimizer steps (-1: no limit)
+        "limit_train_batches": 1.0,  # batches per epoch (int) or fraction
+        "gradient_clip_val": 5.0,
+        "early_stop_patience": 10,  # epochs; 0 disables early stopping
+        "save_top_k": 5,
+        "seed": 0,
+        "accelerator": "auto",
+        "devices": "auto",
+        "num_nodes": 1,
+        "strategy": "auto",
+        "precision": "32-true",
+        "accumulate_grad_batches": 1,
+        "log_every_n_steps": 50,
+        "num_threads": 0,  # torch CPU threads; 0 = torch's default
+    },
+    "evaluation": {
+        "n_examples": 5,  # utterances saved as wav for listening
+        "compute_stoi": True,
+        "compute_sdr": True,
+    },
+}
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message names it."""
+
+
+def _suggest(key: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """Return ``base`` updated recursively with ``override`` (neither is modified)."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        with open(path) as f:
+            loaded = yaml.safe_load(f) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    return loaded
+
+
+def load_raw(path: str | os.PathLike, _seen: tuple = ()) -> dict:
+    """Read a config file and resolve its ``base:`` chain (no defaults, no checks)."""
+    path = Path(path).resolve()
+    if path in _seen:
+        chain = " -> ".join(str(p) for p in (*_seen, path))
+        raise ConfigError(f"config inheritance loops: {chain}")
+    conf = _read_yaml(path)
+    base = conf.pop("base", None)
+    if base is None:
+        return conf
+    base_conf = load_raw(path.parent / base, _seen=(*_seen, path))
+    return deep_merge(base_conf, conf)
+
+
+def parse_value(text: str) -> Any:
+    """Parse an override's value the way YAML would (``1e-3``, ``null``, ``true``...)."""
+    value = yaml.safe_load(text)
+    # YAML 1.1 reads "1e-3" as a string; accept the float people mean.
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def apply_overrides(conf: dict, overrides: Iterable[str]) -> dict:
+    """Apply ``section.key=value`` overrides; unknown keys are errors."""
+    conf = copy.deepcopy(conf)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        dotted, text = item.split("=", 1)
+        parts = dotted.strip().split(".")
+        if len(parts) != 2:
+            raise ConfigError(f"override {item!r}: key must be section.key (e.g. optim.lr=5e-4)")
+        section, key = parts
+        conf.setdefault(section, {})[key] = parse_value(text)
+    return conf
+
+
+def validate(conf: dict, source: str = "config") -> dict:
+    """Fill defaults and check names and types; returns the complete config."""
+    for section, values in conf.items():
+        if section not in DEFAULTS:
+            raise ConfigError(f"{source}: unknown section {section!r}{_suggest(section, DEFAULTS)}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: section {section!r} must be a mapping")
+        for key in values:
+            if key not in DEFAULTS[section]:
+                raise ConfigError(
+                    f"{source}: unknown key {section}.{key}{_suggest(key, DEFAULTS[section])}"
+                )
+    full = deep_merge(DEFAULTS, conf)
+    for section, defaults in DEFAULTS.items():
+        for key, default in defaults.items():
+            value = full[section][key]
+            if default is None or value is None:
+                continue
+            expected = type(default)
+            if expected is float and isinstance(value, int) and not isinstance(value, bool):
+                full[section][key] = float(value)
+            elif expected is int and isinstance(value, float) and key == "limit_train_batches":
+                pass
+            elif key in ("devices", "precision", "limit_train_batches"):
+                pass  # Lightning accepts int or str here
+            elif not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+                raise ConfigError(
+                    f"{source}: {section}.{key}={value!r} should be {expected.__name__}"
+                )
+    _check_values(full, source)
+    return full
+
+
+def _check_values(conf: dict, source: str) -> None:
+    data, fb = conf["data"], conf["filterbank"]
+    if data["sample_rate"] not in (8000, 16000):
+        raise ConfigError(f"{source}: data.sample_rate must be 8000 or 16000 (wsj0-2mix rates)")
+    if data["mode"] not in ("min", "max"):
+        raise ConfigError(f"{source}: data.mode must be 'min' or 'max'")
+    if data["n_src"] < 1:
+        raise ConfigError(f"{source}: data.n_src must be positive")
+    if fb["stride"] <= 0 or fb["stride"] > fb["kernel_size"]:
+        raise ConfigError(f"{source}: filterbank.stride must be in 1..kernel_size")
+    if fb["who_is_pinv"] is not None and fb["n_filters"] < fb["kernel_size"]:
+        raise ConfigError(
+            f"{source}: a pseudo-inverse filterbank needs n_filters >= kernel_size "
+            "(a complete basis) to reconstruct its input"
+        )
+    if conf["scheduler"]["name"] not in ("plateau", "cosine", "none"):
+        raise ConfigError(f"{source}: scheduler.name must be plateau, cosine or none")
+    if conf["optim"]["optimizer"] not in ("adam", "adamw"):
+        raise ConfigError(f"{source}: optim.optimizer must be adam or adamw")
+    try:
+        check_variant(
+            encoder_activation=fb["encoder_activation"],
+            mask_act=conf["masknet"]["mask_act"],
+            who_is_pinv=fb["who_is_pinv"],
+            norm_type=conf["masknet"]["norm_type"],
+            causal=conf["masknet"]["causal"],
+        )
+    except ValueError as err:
+        raise ConfigError(f"{source}: {err}") from None
+
+
+def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> dict:
+    """Read, inherit, override, fill defaults and validate: the experiment's config."""
+    raw = apply_overrides(load_raw(path), overrides)
+    return validate(raw, source=str(path))
+
+
+def save_config(conf: dict, path: str | os.PathLike) -> None:
+    """Write the resolved config atomically (a killed write leaves the old file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        yaml.safe_dump(conf, f, sort_keys=False)
+    os.replace(tmp, path)

@@ -1,0 +1,82 @@
+"""Configs: inheritance, overrides, validation with errors that name the key."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from local.config import ConfigError, load_config, save_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(path, data):
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_every_shipped_config_is_valid():
+    confs = sorted((REPO / "conf").rglob("*.yml"))
+    assert confs, "no configs found"
+    for conf in confs:
+        full = load_config(conf)
+        assert set(full) >= {"data", "filterbank", "masknet", "optim", "training"}
+
+
+def test_base_inheritance_changes_only_what_the_child_sets(tmp_path):
+    write(tmp_path / "base.yml", {"filterbank": {"n_filters": 256, "kernel_size": 40, "stride": 20},
+                                  "masknet": {"n_blocks": 7, "mask_act": "softmax"}})
+    (tmp_path / "sub").mkdir()
+    child = write(tmp_path / "sub" / "child.yml", {"base": "../base.yml", "masknet": {"mask_act": "sigmoid"}})
+    conf = load_config(child)
+    assert conf["masknet"]["mask_act"] == "sigmoid"
+    assert conf["masknet"]["n_blocks"] == 7
+    assert conf["filterbank"]["kernel_size"] == 40
+
+
+def test_inheritance_loop_is_an_error(tmp_path):
+    write(tmp_path / "a.yml", {"base": "b.yml"})
+    write(tmp_path / "b.yml", {"base": "a.yml"})
+    with pytest.raises(ConfigError, match="loops"):
+        load_config(tmp_path / "a.yml")
+
+
+def test_overrides_parse_like_yaml(tmp_path):
+    conf = load_config(write(tmp_path / "c.yml", {}),
+                       ["optim.lr=5e-4", "filterbank.who_is_pinv=encoder", "masknet.causal=true",
+                        "masknet.norm_type=cLN", "training.devices=2"])
+    assert conf["optim"]["lr"] == 5e-4
+    assert conf["filterbank"]["who_is_pinv"] == "encoder"
+    assert conf["masknet"]["causal"] is True
+    assert conf["training"]["devices"] == 2
+
+
+@pytest.mark.parametrize("content,message", [
+    ({"masknet": {"n_block": 3}}, "unknown key masknet.n_block.*n_blocks"),
+    ({"mask": {}}, "unknown section 'mask'"),
+    ({"optim": {"lr": "fast"}}, "optim.lr='fast' should be float"),
+    ({"masknet": {"causal": True, "norm_type": "gLN"}}, "causal"),
+    ({"data": {"sample_rate": 44100}}, "data.sample_rate"),
+    ({"filterbank": {"who_is_pinv": "encoder", "n_filters": 8, "kernel_size": 16}}, "n_filters >= kernel_size"),
+])
+def test_bad_configs_name_the_problem(tmp_path, content, message):
+    path = write(tmp_path / "bad.yml", content)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(path)
+    assert "bad.yml" in str(info.value)
+
+
+def test_bad_override_syntax(tmp_path):
+    with pytest.raises(ConfigError, match="section.key=value"):
+        load_config(write(tmp_path / "c.yml", {}), ["optim.lr"])
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yml"):
+        load_config(tmp_path / "nope.yml")
+
+
+def test_saved_config_reloads_identically(tmp_path):
+    conf = load_config(REPO / "conf" / "demo.yml")
+    save_config(conf, tmp_path / "conf.yml")
+    assert load_config(tmp_path / "conf.yml") == conf
