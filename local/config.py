@@ -91,6 +91,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+# Trainer arguments whose type carries meaning (int vs float vs str); passed through as written.
+LIGHTNING_POLYMORPHIC = {"devices", "precision", "limit_train_batches", "strategy"}
+
+
 class ConfigError(ValueError):
     """A config file or override that cannot be used; the message names it."""
 
@@ -184,12 +188,13 @@ def validate(conf: dict, source: str = "config") -> dict:
             if default is None or value is None:
                 continue
             expected = type(default)
-            if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            if key in LIGHTNING_POLYMORPHIC:
+                # Lightning gives int and float different meanings here
+                # (limit_train_batches=2 is two batches, 2.0 would be a fraction): keep the type.
+                if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+                    raise ConfigError(f"{source}: {section}.{key}={value!r} should be a number or string")
+            elif expected is float and isinstance(value, int) and not isinstance(value, bool):
                 full[section][key] = float(value)
-            elif expected is int and isinstance(value, float) and key == "limit_train_batches":
-                pass
-            elif key in ("devices", "precision", "limit_train_batches"):
-                pass  # Lightning accepts int or str here
             elif not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
                 raise ConfigError(
                     f"{source}: {section}.{key}={value!r} should be {expected.__name__}"

@@ -80,3 +80,22 @@ def test_saved_config_reloads_identically(tmp_path):
     conf = load_config(REPO / "conf" / "demo.yml")
     save_config(conf, tmp_path / "conf.yml")
     assert load_config(tmp_path / "conf.yml") == conf
+
+
+def test_lightning_arguments_keep_their_type(tmp_path):
+    """limit_train_batches=250 means 250 batches; 250.0 would be read as a fraction by Lightning."""
+    conf = load_config(write(tmp_path / "c.yml", {"training": {"limit_train_batches": 250, "devices": 2}}))
+    assert conf["training"]["limit_train_batches"] == 250
+    assert isinstance(conf["training"]["limit_train_batches"], int)
+    conf = load_config(write(tmp_path / "d.yml", {"training": {"limit_train_batches": 0.5}}))
+    assert conf["training"]["limit_train_batches"] == 0.5
+
+
+def test_steps_per_epoch_uses_the_batch_limit():
+    from local.train import steps_per_epoch
+
+    conf = load_config(REPO / "conf" / "demo.yml")
+    conf["training"]["limit_train_batches"] = 250
+    assert steps_per_epoch(4000, conf) == 250
+    conf["training"]["limit_train_batches"] = 0.5
+    assert steps_per_epoch(4000, conf) == 4000 // conf["data"]["batch_size"] // 2

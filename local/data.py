@@ -1,0 +1,224 @@
+"""Datasets and the Lightning DataModule over the standard corpus layout.
+
+The layout is asteroid's wsj0-mix one (see ``local.metadata``):
+``<corpus_dir>/wav{8k,16k}/{min,max}/{tr,cv,tt}/{mix,s1,s2}.json``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pytorch_lightning as pl
+import soundfile as sf
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from local.metadata import read_split_metadata
+
+
+def split_dir(corpus_dir: str | Path, data_conf: dict, split: str) -> Path:
+    """``data/<corpus>`` + config -> ``data/<corpus>/wav8k/min/<split>``."""
+    rate = f"wav{data_conf['sample_rate'] // 1000}k"
+    return Path(corpus_dir) / rate / data_conf["mode"] / split
+
+
+def _read(path: str, start: int = 0, stop: Optional[int] = None) -> np.ndarray:
+    data, _ = sf.read(path, start=start, stop=stop, dtype="float32", always_2d=False)
+    return data
+
+
+class MixtureDataset(Dataset):
+    """Mixtures and their reference sources from one split folder.
+
+    Args:
+        split_path: folder holding ``mix.json``, ``s1.json`` ...
+        n_src: number of sources.
+        segment: crop length in seconds, or ``None`` for whole utterances.
+        sample_rate: expected rate of every file (checked on the first item).
+        min_segment: utterances shorter than this (seconds) are dropped; ones
+            between ``min_segment`` and ``segment`` are zero-padded, which keeps
+            short corpora (such as the demo) usable with long crops.
+        random_crop: random crop position (training) or the start (validation).
+        return_name: also return the utterance name (evaluation).
+    """
+
+    def __init__(
+        self,
+        split_path: str | Path,
+        n_src: int,
+        sample_rate: int,
+        segment: Optional[float] = None,
+        min_segment: Optional[float] = None,
+        random_crop: bool = True,
+        return_name: bool = False,
+    ):
+        self.split_path = Path(split_path)
+        self.n_src = n_src
+        self.sample_rate = sample_rate
+        self.seg_len = None if segment is None else int(round(segment * sample_rate))
+        min_len = 0 if min_segment is None else int(round(min_segment * sample_rate))
+        items = read_split_metadata(self.split_path, n_src)
+        self.items = [it for it in items if it["n_samples"] >= min_len]
+        self.n_dropped = len(items) - len(self.items)
+        if not self.items:
+            raise ValueError(
+                f"{self.split_path}: no utterance is at least {min_segment} s long; "
+                "lower data.min_segment"
+            )
+        self.random_crop = random_crop
+        self.return_name = return_name
+        self._rate_checked = False
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _check_rate(self, path: str) -> None:
+        if self._rate_checked:
+            return
+        rate = sf.info(path).samplerate
+        if rate != self.sample_rate:
+            raise ValueError(
+                f"{path} is sampled at {rate} Hz but the config says data.sample_rate="
+                f"{self.sample_rate}"
+            )
+        self._rate_checked = True
+
+    def __getitem__(self, idx: int):
+        item = self.items[idx]
+        self._check_rate(item["mix"])
+        n = item["n_samples"]
+        start, stop = 0, None
+        if self.seg_len is not None and n > self.seg_len:
+            start = int(np.random.randint(0, n - self.seg_len + 1)) if self.random_crop else 0
+            stop = start + self.seg_len
+        mix = _read(item["mix"], start, stop)
+        sources = np.stack([_read(p, start, stop) for p in item["sources"]])
+        if self.seg_len is not None and mix.shape[-1] < self.seg_len:
+            pad = self.seg_len - mix.shape[-1]
+            mix = np.pad(mix, (0, pad))
+            sources = np.pad(sources, ((0, 0), (0, pad)))
+        mix_t, src_t = torch.from_numpy(mix), torch.from_numpy(sources)
+        if self.return_name:
+            return mix_t, src_t, item["name"]
+        return mix_t, src_t
+
+
+class DynamicMixingDataset(Dataset):
+    """Training mixtures made on the fly from the split's reference sources.
+
+    Each item draws ``n_src`` source files from different mixtures of the
+    split, crops each at random, applies a random relative level in
+    ``[-snr_range, snr_range]`` dB and sums them, so every epoch sees new
+    mixtures. The sources are read as written by the mixing stage (already
+    at P.56 active level times their list SNR); remixing them keeps the
+    corpus's level statistics.
+    """
+
+    def __init__(
+        self,
+        split_path: str | Path,
+        n_src: int,
+        sample_rate: int,
+        segment: float,
+        min_segment: float,
+        snr_range: float = 2.5,
+        epoch_size: Optional[int] = None,
+    ):
+        base = MixtureDataset(split_path, n_src, sample_rate, segment, min_segment)
+        self.sources = [(p, it["n_samples"]) for it in base.items for p in it["sources"]]
+        self.n_src = n_src
+        self.seg_len = base.seg_len
+        self.snr_range = snr_range
+        self.epoch_size = epoch_size or len(base.items)
+
+    def __len__(self) -> int:
+        return self.epoch_size
+
+    def _crop(self, path: str, n: int) -> np.ndarray:
+        if n > self.seg_len:
+            start = int(np.random.randint(0, n - self.seg_len + 1))
+            return _read(path, start, start + self.seg_len)
+        return np.pad(_read(path), (0, self.seg_len - n))
+
+    def __getitem__(self, idx: int):
+        picks = np.random.choice(len(self.sources), size=self.n_src, replace=False)
+        sources = np.stack([self._crop(*self.sources[i]) for i in picks])
+        gains_db = np.random.uniform(-self.snr_range, self.snr_range, size=self.n_src)
+        gains_db -= gains_db.mean()
+        sources = sources * (10.0 ** (gains_db / 20.0))[:, None]
+        mix = sources.sum(0)
+        peak = max(np.abs(mix).max(), np.abs(sources).max(), 1e-8)
+        if peak > 0.9:  # keep the corpus's 0.9 full-scale ceiling
+            mix, sources = mix * (0.9 / peak), sources * (0.9 / peak)
+        return torch.from_numpy(mix.astype(np.float32)), torch.from_numpy(sources.astype(np.float32))
+
+
+def _seed_worker(worker_id: int) -> None:
+    # numpy's global generator is copied into each worker; reseed it from torch's
+    # per-worker seed so crops differ between workers but stay reproducible.
+    np.random.seed(torch.initial_seed() % 2**32)
+
+
+class SeparationDataModule(pl.LightningDataModule):
+    """Train/valid/test loaders for one corpus folder and the ``data`` config section.
+
+    ``prepare_data`` has nothing to do: corpora are made by ``egs/<corpus>``
+    in the data-preparation stage, before training starts.
+    """
+
+    def __init__(self, corpus_dir: str | Path, data_conf: dict):
+        super().__init__()
+        self.corpus_dir = Path(corpus_dir)
+        self.conf = dict(data_conf)
+        self.train_set: Optional[Dataset] = None
+        self.valid_set: Optional[Dataset] = None
+
+    def _dir(self, split: str) -> Path:
+        path = split_dir(self.corpus_dir, self.conf, split)
+        if not (path / "mix.json").is_file():
+            raise FileNotFoundError(
+                f"{path / 'mix.json'} not found: run data preparation first "
+                "(./run.sh --stage 0 --stop-stage 0) or check --corpus/--data-dir and "
+                "data.sample_rate/data.mode in the config"
+            )
+        return path
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        c = self.conf
+        if stage in (None, "fit"):
+            if c["dynamic_mixing"]:
+                self.train_set = DynamicMixingDataset(
+                    self._dir(c["train_set"]), c["n_src"], c["sample_rate"],
+                    c["segment"], c["min_segment"], c["dm_snr_range"],
+                )
+            else:
+                self.train_set = MixtureDataset(
+                    self._dir(c["train_set"]), c["n_src"], c["sample_rate"],
+                    c["segment"], c["min_segment"], random_crop=True,
+                )
+        if stage in (None, "fit", "validate"):
+            # Validation uses fixed crops (the start of each utterance) so that
+            # val_loss is comparable between epochs.
+            self.valid_set = MixtureDataset(
+                self._dir(c["valid_set"]), c["n_src"], c["sample_rate"],
+                c["segment"], c["min_segment"], random_crop=False,
+            )
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.conf["batch_size"],
+            shuffle=shuffle,
+            drop_last=shuffle,
+            num_workers=self.conf["num_workers"],
+            worker_init_fn=_seed_worker,
+            persistent_workers=self.conf["num_workers"] > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.valid_set, shuffle=False)

@@ -1,0 +1,155 @@
+"""Split metadata in asteroid's wsj0-mix JSON format.
+
+A split folder (e.g. ``.../wav8k/min/tr``) holds ``mix/``, ``s1/``, ``s2/``
+[, ``s3/`` ...] with identically named wav files.  Next to them, *inside* the
+split folder, this module writes ``mix.json``, ``s1.json``, ``s2.json`` ...:
+each a JSON list of ``[absolute_wav_path, n_samples]`` sorted by file name,
+aligned across the files (entry ``i`` of every file is the same mixture), as
+asteroid's ``preprocess_wsj0mix.py`` produces and
+``asteroid.data.Wsj0mixDataset(json_dir=split_dir, ...)`` reads.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Dict, List, Union
+
+import soundfile as sf
+
+__all__ = ["write_split_metadata", "read_split_metadata", "stem_names"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def stem_names(n_src: int) -> List[str]:
+    """``["mix", "s1", ..., "s<n_src>"]``."""
+    if n_src < 1:
+        raise ValueError(f"n_src must be >= 1, got {n_src}")
+    return ["mix"] + [f"s{k + 1}" for k in range(n_src)]
+
+
+def _write_json_atomic(path: Path, obj) -> None:
+    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(obj, fh, indent=4)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _wavs(folder: Path) -> Dict[str, Path]:
+    return {p.name: p for p in folder.iterdir() if p.suffix.lower() == ".wav" and p.is_file()
+            and not p.name.startswith(".")}
+
+
+def write_split_metadata(split_dir: PathLike, n_src: int) -> None:
+    """Write ``mix.json``, ``s1.json``, ... inside ``split_dir``.
+
+    Raises ``FileNotFoundError`` if a ``mix``/``s<k>`` folder is missing and
+    ``ValueError`` if the folders do not hold the same file names, or if the
+    files of one mixture differ in length.
+    """
+    split = Path(os.path.abspath(split_dir))
+    stems = stem_names(n_src)
+    listing: Dict[str, Dict[str, Path]] = {}
+    for st in stems:
+        folder = split / st
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{split}: missing folder {st}/")
+        listing[st] = _wavs(folder)
+    names = sorted(listing["mix"])
+    if not names:
+        raise ValueError(f"{split / 'mix'}: no wav files")
+    ref = set(names)
+    problems = []
+    for st in stems[1:]:
+        got = set(listing[st])
+        if got != ref:
+            only_mix = sorted(ref - got)
+            only_src = sorted(got - ref)
+            msg = f"{split / st}: "
+            if only_mix:
+                msg += f"{len(only_mix)} file(s) of mix/ missing (e.g. {only_mix[0]})"
+            if only_src:
+                msg += ("; " if only_mix else "") + f"{len(only_src)} file(s) not in mix/ (e.g. {only_src[0]})"
+            problems.append(msg)
+    if problems:
+        raise ValueError("metadata: folders are not aligned:\n  " + "\n  ".join(problems))
+
+    tables: Dict[str, list] = {st: [] for st in stems}
+    for name in names:
+        lens = {}
+        for st in stems:
+            path = listing[st][name]
+            try:
+                lens[st] = int(sf.info(str(path)).frames)
+            except Exception as err:
+                raise ValueError(f"cannot read audio file {path}: {err}") from err
+            tables[st].append([str(path), lens[st]])
+        if len(set(lens.values())) != 1:
+            detail = ", ".join(f"{st}={n}" for st, n in lens.items())
+            raise ValueError(f"{split}: length mismatch for {name}: {detail}")
+    for st in stems:
+        _write_json_atomic(split / f"{st}.json", tables[st])
+
+
+def read_split_metadata(split_dir: PathLike, n_src: int) -> List[dict]:
+    """Read and validate the JSON files of a split.
+
+    Returns one dict per mixture: ``{"name", "mix", "sources", "n_samples"}``
+    (``name`` without ``.wav``, ``sources`` the list of ``n_src`` paths).
+    Raises ``FileNotFoundError`` for a missing JSON file and ``ValueError``
+    (naming the file) for malformed or misaligned content.
+    """
+    split = Path(split_dir)
+    stems = stem_names(n_src)
+    tables = {}
+    for st in stems:
+        jf = split / f"{st}.json"
+        if not jf.is_file():
+            raise FileNotFoundError(f"metadata file not found: {jf}")
+        try:
+            with open(jf, "r", encoding="utf-8") as fh:
+                data = json.load(fh)
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"{jf}: cannot parse JSON: {err}") from err
+        if not isinstance(data, list):
+            raise ValueError(f"{jf}: expected a JSON list of [path, n_samples]")
+        for i, item in enumerate(data):
+            if (not isinstance(item, (list, tuple)) or len(item) != 2 or not isinstance(item[0], str)
+                    or isinstance(item[1], bool) or not isinstance(item[1], int) or item[1] < 0):
+                raise ValueError(f"{jf}: entry {i} is not [path, n_samples]: {item!r}")
+        tables[st] = data
+    n = len(tables["mix"])
+    for st in stems[1:]:
+        if len(tables[st]) != n:
+            raise ValueError(
+                f"{split / (st + '.json')}: {len(tables[st])} entries but mix.json has {n}"
+            )
+    out = []
+    for i in range(n):
+        mix_path, n_samples = tables["mix"][i]
+        name = Path(mix_path).name
+        sources = []
+        for st in stems[1:]:
+            p, ns = tables[st][i]
+            if Path(p).name != name:
+                raise ValueError(
+                    f"{split / (st + '.json')}: entry {i} is {Path(p).name} but mix.json has {name}"
+                )
+            if ns != n_samples:
+                raise ValueError(
+                    f"{split / (st + '.json')}: entry {i} ({name}) has {ns} samples, mix has {n_samples}"
+                )
+            sources.append(p)
+        out.append({"name": Path(name).stem, "mix": mix_path, "sources": sources, "n_samples": n_samples})
+    return out
