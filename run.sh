@@ -32,6 +32,9 @@ num_workers=        # data-loader workers for training; default: from the config
 nj=2                # parallel jobs for data preparation
 prep_opts=          # extra options passed verbatim to egs/<corpus>/prepare.sh
 inputs=             # stage 4: files or folders to separate; default: one test mixture
+wsj0=               # wsj0-2mix: the LDC WSJ0 folder (passed to egs/wsj0-2mix/prepare.sh --wsj0)
+wsj0_2mix=          # wsj0-2mix: an existing wsj0-2mix folder to validate and index instead
+ablation=           # a folder of configs: run the ablation study (run_ablation.sh) instead
 force=false         # redo stages even if they are up to date
 overrides=()        # --set section.key=value, repeatable: config overrides for training
 
@@ -57,6 +60,9 @@ Options (default in brackets):
   --prep-opts "..."    extra options for egs/<corpus>/prepare.sh (see its --help)
   --set KEY=VALUE      config override, e.g. --set optim.lr=5e-4 (repeatable)
   --inputs "F ..."     stage 4: wav files or folders to separate [one test mixture]
+  --wsj0 DIR           wsj0-2mix corpus: your LDC WSJ0 copy (SPHERE or wav)
+  --wsj0-2mix DIR      wsj0-2mix corpus: an existing wsj0-2mix folder (validated, indexed)
+  --ablation DIR       run the encoder/decoder study on every config in DIR (see run_ablation.sh)
   --force              redo stages that are already done
   -h, --help           this help
 EOF
@@ -81,6 +87,9 @@ while [ $# -gt 0 ]; do
     --prep-opts) need_value "$1" $#; prep_opts=$2; shift 2 ;;
     --set) need_value "$1" $#; overrides+=("--set" "$2"); shift 2 ;;
     --inputs) need_value "$1" $#; inputs=$2; shift 2 ;;
+    --wsj0) need_value "$1" $#; wsj0=$2; shift 2 ;;
+    --wsj0-2mix) need_value "$1" $#; wsj0_2mix=$2; shift 2 ;;
+    --ablation) need_value "$1" $#; ablation=$2; shift 2 ;;
     --force) force=true; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; die "unknown option '$1' (see --help above)" ;;
@@ -92,7 +101,20 @@ for name in stage stop_stage nj; do
 done
 [ -d "egs/$corpus" ] || die "--corpus $corpus: no folder egs/$corpus (choose one of: $(corpora))"
 [ -x "egs/$corpus/prepare.sh" ] || die "egs/$corpus/prepare.sh is missing or not executable"
+if [ -n "$ablation" ]; then
+  [ -d "$ablation" ] || die "--ablation $ablation: no such folder of configs"
+  log "ablation study: exec run_ablation.sh --confs $ablation --corpus $corpus"
+  exec ./run_ablation.sh --confs "$ablation" --corpus "$corpus" --stage "$stage" --stop-stage "$stop_stage"
+fi
 [ -f "$conf" ] || die "--conf $conf: no such file (configs live in conf/)"
+if [ -n "$wsj0" ]; then
+  [ -d "$wsj0" ] || die "--wsj0 $wsj0: no such folder (point it at your LDC WSJ0 copy)"
+  prep_opts="$prep_opts --wsj0 $wsj0"
+fi
+if [ -n "$wsj0_2mix" ]; then
+  [ -d "$wsj0_2mix" ] || die "--wsj0-2mix $wsj0_2mix: no such folder"
+  prep_opts="$prep_opts --wsj0-2mix $wsj0_2mix"
+fi
 tag=${tag:-$(basename "${conf%.*}")}
 data_dir=${data_dir:-data/$corpus}
 exp_dir=${exp_dir:-exp/$corpus/$tag}
