@@ -82,6 +82,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "accumulate_grad_batches": 1,
         "log_every_n_steps": 50,
         "num_threads": 0,  # torch CPU threads; 0 = torch's default
+        "max_nonfinite_batches": 20,  # NaN/inf-loss batches are skipped; stop after more than this many in a row
+        "deterministic": False,  # Lightning's deterministic algorithms (needed for bitwise GPU repeats)
     },
     "evaluation": {
         "n_examples": 5,  # utterances saved as wav for listening

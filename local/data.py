@@ -9,11 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+import functools
+
 import numpy as np
 import pytorch_lightning as pl
 import soundfile as sf
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from local.metadata import read_split_metadata
 
@@ -114,6 +116,14 @@ class DynamicMixingDataset(Dataset):
     mixtures. The sources are read as written by the mixing stage (already
     at P.56 active level times their list SNR); remixing them keeps the
     corpus's level statistics.
+
+    Seeding: item ``key`` is drawn from its own generator,
+    ``numpy.random.default_rng([seed, key])``, never from a global one. The
+    training loader feeds it keys from :class:`EpochKeySampler`
+    (``key = epoch * len(self) + index``, the indices split between DDP ranks),
+    so every (epoch, rank, position) gets a different mixture, the mixtures do
+    not depend on the number of data-loader workers, and a resumed run makes
+    the same mixtures for an epoch as an uninterrupted one.
     """
 
     def __init__(
@@ -125,6 +135,7 @@ class DynamicMixingDataset(Dataset):
         min_segment: float,
         snr_range: float = 2.5,
         epoch_size: Optional[int] = None,
+        seed: int = 0,
     ):
         base = MixtureDataset(split_path, n_src, sample_rate, segment, min_segment)
         self.sources = [(p, it["n_samples"]) for it in base.items for p in it["sources"]]
@@ -132,20 +143,22 @@ class DynamicMixingDataset(Dataset):
         self.seg_len = base.seg_len
         self.snr_range = snr_range
         self.epoch_size = epoch_size or len(base.items)
+        self.seed = seed
 
     def __len__(self) -> int:
         return self.epoch_size
 
-    def _crop(self, path: str, n: int) -> np.ndarray:
+    def _crop(self, rng: np.random.Generator, path: str, n: int) -> np.ndarray:
         if n > self.seg_len:
-            start = int(np.random.randint(0, n - self.seg_len + 1))
+            start = int(rng.integers(0, n - self.seg_len + 1))
             return _read(path, start, start + self.seg_len)
         return np.pad(_read(path), (0, self.seg_len - n))
 
-    def __getitem__(self, idx: int):
-        picks = np.random.choice(len(self.sources), size=self.n_src, replace=False)
-        sources = np.stack([self._crop(*self.sources[i]) for i in picks])
-        gains_db = np.random.uniform(-self.snr_range, self.snr_range, size=self.n_src)
+    def __getitem__(self, key: int):
+        rng = np.random.default_rng([self.seed, int(key)])
+        picks = rng.choice(len(self.sources), size=self.n_src, replace=False)
+        sources = np.stack([self._crop(rng, *self.sources[i]) for i in picks])
+        gains_db = rng.uniform(-self.snr_range, self.snr_range, size=self.n_src)
         gains_db -= gains_db.mean()
         sources = sources * (10.0 ** (gains_db / 20.0))[:, None]
         mix = sources.sum(0)
@@ -155,10 +168,26 @@ class DynamicMixingDataset(Dataset):
         return torch.from_numpy(mix.astype(np.float32)), torch.from_numpy(sources.astype(np.float32))
 
 
-def _seed_worker(worker_id: int) -> None:
+class EpochKeySampler(DistributedSampler):
+    """A ``DistributedSampler`` whose indices carry the epoch: ``epoch * len(dataset) + index``.
+
+    Lightning calls ``set_epoch`` on it at every epoch start (also after a
+    resume) and leaves it in place under DDP (it already is a distributed
+    sampler), so each rank draws its own share of a new permutation every epoch.
+    Used with :class:`DynamicMixingDataset`, whose items are seeded by key.
+    """
+
+    def __iter__(self):
+        offset = self.epoch * len(self.dataset)
+        return (offset + i for i in super().__iter__())
+
+
+def _seed_worker(worker_id: int, rank: int = 0) -> None:
     # numpy's global generator is copied into each worker; reseed it from torch's
-    # per-worker seed so crops differ between workers but stay reproducible.
-    np.random.seed(torch.initial_seed() % 2**32)
+    # per-worker seed (different per worker, reproducible) and the DDP rank (torch's
+    # base seed is the same on every rank after seed_everything) so random crops
+    # differ between workers and ranks.
+    np.random.seed(np.random.SeedSequence([torch.initial_seed() % 2**32, rank]).generate_state(1)[0])
 
 
 class SeparationDataModule(pl.LightningDataModule):
@@ -166,12 +195,19 @@ class SeparationDataModule(pl.LightningDataModule):
 
     ``prepare_data`` has nothing to do: corpora are made by ``egs/<corpus>``
     in the data-preparation stage, before training starts.
+
+    Randomness: training crops (and, with ``data.dynamic_mixing``, the
+    mixtures) are random but seeded by ``seed`` (``training.seed``), the DDP
+    rank, the worker and the epoch; validation always reads the same fixed
+    crops in the same order, so ``val_loss`` is comparable between epochs and
+    between runs. Dynamic mixing never touches validation or test.
     """
 
-    def __init__(self, corpus_dir: str | Path, data_conf: dict):
+    def __init__(self, corpus_dir: str | Path, data_conf: dict, seed: int = 0):
         super().__init__()
         self.corpus_dir = Path(corpus_dir)
         self.conf = dict(data_conf)
+        self.seed = seed
         self.train_set: Optional[Dataset] = None
         self.valid_set: Optional[Dataset] = None
 
@@ -191,7 +227,7 @@ class SeparationDataModule(pl.LightningDataModule):
             if c["dynamic_mixing"]:
                 self.train_set = DynamicMixingDataset(
                     self._dir(c["train_set"]), c["n_src"], c["sample_rate"],
-                    c["segment"], c["min_segment"], c["dm_snr_range"],
+                    c["segment"], c["min_segment"], c["dm_snr_range"], seed=self.seed,
                 )
             else:
                 self.train_set = MixtureDataset(
@@ -206,18 +242,31 @@ class SeparationDataModule(pl.LightningDataModule):
                 c["segment"], c["min_segment"], random_crop=False,
             )
 
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+    def _rank_and_world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0, 1
+        return trainer.global_rank, trainer.world_size
+
+    def _loader(self, dataset: Dataset, shuffle: bool, sampler=None) -> DataLoader:
+        rank, _ = self._rank_and_world()
         return DataLoader(
             dataset,
             batch_size=self.conf["batch_size"],
-            shuffle=shuffle,
-            drop_last=shuffle,
+            shuffle=shuffle if sampler is None else None,
+            sampler=sampler,
+            drop_last=shuffle or sampler is not None,
             num_workers=self.conf["num_workers"],
-            worker_init_fn=_seed_worker,
+            worker_init_fn=functools.partial(_seed_worker, rank=rank),
             persistent_workers=self.conf["num_workers"] > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
+        if isinstance(self.train_set, DynamicMixingDataset):
+            rank, world = self._rank_and_world()
+            sampler = EpochKeySampler(self.train_set, num_replicas=world, rank=rank, shuffle=True,
+                                      seed=self.seed, drop_last=True)
+            return self._loader(self.train_set, shuffle=False, sampler=sampler)
         return self._loader(self.train_set, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:

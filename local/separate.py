@@ -2,17 +2,37 @@
 
 Usage:
 
-    python -m local.separate --model exp/demo/export meeting.wav [more.wav ...] --out-dir separated/
+    python -m local.separate --model exp/demo/export meeting.wav [more.wav | folder ...] --out-dir separated/
+        [--channels downmix|each] [--window 30] [--no-progress-bar]
 
 For each input ``name.wav`` writes ``<out-dir>/name_s1.wav``, ``name_s2.wav`` ...
-at the input's sample rate. Multichannel input is averaged to mono; an input
-at another rate than the model's is resampled (torchaudio) to the model's rate
-and the estimates back to the input's rate.
+(16-bit PCM) at the input's sample rate; a file found inside a folder is named
+after its path below that folder (``folder/sub/a.flac`` -> ``sub_a_s1.wav``).
+
+- Any sample rate: the input is resampled (torchaudio) to the model's rate and
+  the estimates back to the input's rate.
+- Multichannel input: ``--channels downmix`` (default) separates the channel
+  average; ``--channels each`` separates every channel and writes one
+  multichannel file per speaker, with the speakers of every channel put in the
+  order of the first channel's.
+- Long input: a recording longer than ``--window`` seconds is separated in
+  windows of that length, each seen with the model's receptive field of
+  context on both sides, stitched in a consistent speaker order (see
+  :func:`chunked_separate`); the model's memory does not grow with the length.
+- A file that cannot be read, is empty or shorter than one encoder window is
+  reported by name and skipped (exit status 1 at the end); outputs are written
+  atomically, and all outputs of an input or none of them.
+
+The model is read from an export folder (``model.safetensors`` +
+``model.json``, no pickle; else ``model.pth`` with ``torch.load(weights_only=True)``),
+or from a ``.safetensors`` / ``.pth`` file.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import json
 import logging
 import sys
 from pathlib import Path
@@ -21,59 +41,211 @@ import numpy as np
 
 log = logging.getLogger("local.separate")
 AUDIO_SUFFIXES = (".wav", ".flac")
+DEFAULT_WINDOW_S = 30.0
+CHANNEL_MODES = ("downmix", "each")
 
 
+# ------------------------------------------------------------------ model
 def load_separator(model_dir_or_file: str | Path):
-    """The model of an export folder (or a ``model.pth`` / ``best_model.pth`` file), in eval mode."""
+    """The model of an export folder (or a model ``.safetensors`` / ``.pth`` file), in eval mode.
+
+    Nothing read here can run code: safetensors and JSON hold data only, and a
+    ``.pth`` is read with ``torch.load(weights_only=True)``.
+    """
     import torch
 
     from local.model import load_model
 
     path = Path(model_dir_or_file)
     if path.is_dir():
-        path = path / "model.pth"
+        if (path / "model.safetensors").is_file():
+            path = path / "model.safetensors"
+        else:
+            path = path / "model.pth"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: pass an export folder or a model .pth file")
-    package = torch.load(path, map_location="cpu", weights_only=True)
+        raise FileNotFoundError(f"{path} not found: pass an export folder or a model .safetensors/.pth file")
+    if path.suffix == ".safetensors":
+        package = read_safetensors_package(path)
+    else:
+        package = torch.load(path, map_location="cpu", weights_only=True)
     model = load_model(package)
     model.eval()
     return model
 
 
-def read_input(path: Path, min_samples: int) -> tuple[np.ndarray, int]:
-    import soundfile as sf
+def read_safetensors_package(weights: Path) -> dict:
+    """asteroid's ``serialize`` dict from ``model.safetensors`` and the ``model.json`` beside it."""
+    from safetensors.torch import load_file
 
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    try:
-        audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except RuntimeError as err:
-        raise ValueError(f"{path}: cannot read audio ({err})") from None
-    if audio.shape[0] == 0:
-        raise ValueError(f"{path}: the file holds no samples")
-    mono = audio.mean(axis=1)
-    if mono.shape[0] < min_samples:
-        raise ValueError(f"{path}: {mono.shape[0]} samples is shorter than one encoder window ({min_samples})")
-    return mono, rate
+    config_path = weights.with_suffix(".json")
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path} not found: it holds the model arguments of {weights.name}")
+    config = json.loads(config_path.read_text())
+    return {"model_name": config["model_name"], "model_args": config["model_args"],
+            "state_dict": load_file(str(weights), device="cpu"), "infos": config.get("infos", {})}
 
 
-def separate_array(model, audio: np.ndarray, rate: int) -> np.ndarray:
-    """(time,) at any rate -> (n_src, time) at the same rate."""
+def model_context(model) -> tuple[int, int]:
+    """Samples of context (left, right) a chunk needs so that its kept part equals the unchunked output.
+
+    The TCN sees ``(P - 1) * 2**x`` frames per block (all on the left when
+    causal, split evenly when not); one more encoder window on each side
+    covers the framing. Multiples of the hop, so chunks keep the frame grid.
+    """
+    masker = model.masker
+    stride, kernel = int(model.encoder.stride), int(model.encoder.filterbank.kernel_size)
+    spans = [(masker.conv_kernel_size - 1) * 2**x for x in range(masker.n_blocks)] * masker.n_repeats
+    if masker.causal:
+        left, right = sum(spans), 0
+    else:  # asteroid pads span // 2 frames on each side
+        left, right = sum(s // 2 for s in spans), sum(s - s // 2 for s in spans)
+    windows = -(-kernel // stride)  # encoder windows in hops, rounded up
+    return (left + windows) * stride, (right + 2 * windows) * stride
+
+
+# -------------------------------------------------------------- separation
+def _run_model(model, wav):
+    import torch
+
+    with torch.inference_mode():
+        return model(wav[None])[0]
+
+
+def best_permutation(reference, estimate) -> tuple[int, ...]:
+    """Order of ``estimate``'s sources (n_src, time) that best correlates with ``reference``'s."""
+    ref = reference - reference.mean(-1, keepdim=True)
+    est = estimate - estimate.mean(-1, keepdim=True)
+    corr = ref @ est.T  # (n_src, n_src): ref i vs est j
+    n_src = corr.shape[0]
+    return max(itertools.permutations(range(n_src)),
+               key=lambda perm: float(sum(corr[i, j] for i, j in enumerate(perm))))
+
+
+def chunked_separate(model, wav, window: int, context: tuple[int, int] | None = None, fade: int | None = None):
+    """(time,) tensor at the model's rate -> (n_src, time), ``window`` samples of it at a time.
+
+    Like asteroid's ``LambdaOverlapAdd`` (segment, separate, reorder each
+    segment's sources by correlation with the previous one over their overlap,
+    overlap-add), with two differences that make it exact where it can be:
+    each window is separated together with ``context`` samples on either side
+    (default :func:`model_context`, the receptive field) that are then thrown
+    away, and windows start on the encoder's frame grid. So for every model
+    whose output at a frame depends on its receptive field only (norm ``cLN``
+    or ``BN``, causal or not) the result equals the unchunked output up to
+    float round-off (``tests/test_separate.py``: 1e-4). With ``gLN`` or
+    ``cgLN`` (statistics over the whole input so far) the windows see other
+    statistics, which is the approximation every chunked separator makes;
+    the ``fade`` samples (default 10 ms) before each window border are
+    cross-faded so that no step is audible. Peak memory is that of one window
+    plus context, whatever the length.
+    """
+    import torch
+
+    total = wav.shape[-1]
+    stride = int(model.encoder.stride)
+    ctx_left, ctx_right = context if context is not None else model_context(model)
+    window = max(stride, window // stride * stride)
+    fade = int(round(0.01 * float(model.sample_rate))) if fade is None else fade
+    if total <= window + ctx_left + ctx_right + fade:
+        return _run_model(model, wav)
+    fade = max(0, min(fade, window)) // stride * stride
+    ctx_left += fade  # the cross-faded samples need their full context too
+    out = None
+    for start in range(0, total, window):
+        end = min(start + window, total)
+        seg_start, seg_end = max(0, start - ctx_left), min(total, end + ctx_right)
+        est = _run_model(model, wav[seg_start:seg_end])
+        if out is None:
+            out = est.new_zeros(est.shape[0], total)
+        else:
+            overlap = min(ctx_left - fade, window, start - seg_start)
+            prev = out[:, start - overlap:start]
+            est = est[list(best_permutation(prev, est[:, start - overlap - seg_start:start - seg_start]))]
+            if fade:
+                ramp = torch.linspace(0.0, 1.0, fade + 2, dtype=est.dtype)[1:-1]
+                cur = est[:, start - fade - seg_start:start - seg_start]
+                out[:, start - fade:start] = out[:, start - fade:start] * (1 - ramp) + cur * ramp
+        out[:, start:end] = est[:, start - seg_start:end - seg_start]
+    return out
+
+
+def separate_array(model, audio: np.ndarray, rate: int, window_s: float | None = DEFAULT_WINDOW_S) -> np.ndarray:
+    """(time,) at any rate -> (n_src, time) at the same rate.
+
+    ``window_s``: inputs longer than this many seconds (at the model's rate) are
+    separated in chunks (:func:`chunked_separate`); ``None`` separates in one go.
+    """
     import torch
     import torchaudio.functional as AF
 
     model_rate = int(model.sample_rate)
-    wav = torch.from_numpy(audio)
+    wav = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
     if rate != model_rate:
         wav = AF.resample(wav, rate, model_rate)
-    with torch.inference_mode():
-        est = model(wav[None])[0]
+    if window_s is None:
+        est = _run_model(model, wav)
+    else:
+        est = chunked_separate(model, wav, int(window_s * model_rate))
     if rate != model_rate:
         est = AF.resample(est, model_rate, rate)
     est = est[..., : audio.shape[0]]
     if est.shape[-1] < audio.shape[0]:
         est = torch.nn.functional.pad(est, (0, audio.shape[0] - est.shape[-1]))
     return est.numpy()
+
+
+def separate_channels(model, audio: np.ndarray, rate: int, channels: str = "downmix",
+                      window_s: float | None = DEFAULT_WINDOW_S) -> np.ndarray:
+    """(time, n_channels) -> (n_src, time) for ``downmix``, (n_src, time, n_channels) for ``each``.
+
+    With ``each``, the sources of every channel are put in the order of
+    channel 0's (largest correlation), so ``s1`` is one speaker in all channels.
+    """
+    import torch
+
+    if channels not in CHANNEL_MODES:
+        raise ValueError(f"channels={channels!r}: choose one of {CHANNEL_MODES}")
+    if audio.ndim == 1:
+        audio = audio[:, None]
+    if channels == "downmix" or audio.shape[1] == 1:
+        est = separate_array(model, audio.mean(axis=1), rate, window_s)
+        return est if channels == "downmix" else est[..., None]
+    per_channel = [separate_array(model, audio[:, c], rate, window_s) for c in range(audio.shape[1])]
+    ordered = [per_channel[0]]
+    for est in per_channel[1:]:
+        perm = best_permutation(torch.from_numpy(per_channel[0]), torch.from_numpy(est))
+        ordered.append(est[list(perm)])
+    return np.stack(ordered, axis=-1)
+
+
+# -------------------------------------------------------------- files
+def read_input(path: Path, min_samples: int, channels: str = "downmix") -> tuple[np.ndarray, int]:
+    """(time,) mono downmix (``channels="downmix"``) or (time, n_channels) and the file's rate.
+
+    ``min_samples`` is counted at the file's rate. Errors name the file.
+    """
+    import soundfile as sf
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as err:  # soundfile raises LibsndfileError (a RuntimeError) or TypeError
+        raise ValueError(f"{path}: cannot read audio ({err})") from None
+    if audio.shape[0] == 0:
+        raise ValueError(f"{path}: the file holds no samples")
+    if audio.shape[0] < min_samples:
+        raise ValueError(f"{path}: {audio.shape[0]} samples is shorter than one encoder window "
+                         f"({min_samples} samples at {rate} Hz)")
+    if not np.all(np.isfinite(audio)):
+        raise ValueError(f"{path}: the file holds NaN or infinite samples")
+    return (audio.mean(axis=1) if channels == "downmix" else audio), rate
+
+
+def min_input_samples(model, rate: int) -> int:
+    """Shortest input, at ``rate``, that still gives one encoder frame at the model's rate."""
+    kernel, model_rate = int(model.encoder.filterbank.kernel_size), float(model.sample_rate)
+    return int(np.ceil(kernel * rate / model_rate))
 
 
 def expand_inputs(items: list[str]) -> list[tuple[Path, str]]:
@@ -88,10 +260,12 @@ def expand_inputs(items: list[str]) -> list[tuple[Path, str]]:
     for item in items:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
             if not found:
                 raise FileNotFoundError(f"{path}: folder has no .wav or .flac file")
             files.extend((p, "_".join(p.relative_to(path).with_suffix("").parts)) for p in found)
+        elif not path.exists():
+            raise FileNotFoundError(f"{path}: no such file or folder")
         else:
             files.append((path, path.stem))
     seen = {}
@@ -103,39 +277,78 @@ def expand_inputs(items: list[str]) -> list[tuple[Path, str]]:
     return files
 
 
-def main(argv=None) -> int:
+def output_paths(out_dir: Path, stem: str, n_src: int) -> list[Path]:
+    return [out_dir / f"{stem}_s{k + 1}.wav" for k in range(n_src)]
+
+
+def write_outputs(paths: list[Path], estimates: np.ndarray, rate: int) -> None:
+    """Write every speaker's file, or (on any error) none of them."""
+    from local.audio_io import write_wav_atomic
+
+    written = []
+    try:
+        for path, est in zip(paths, estimates):
+            write_wav_atomic(path, est, rate)
+            written.append(path)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+
+
+def separate_file(model, path: Path, out_dir: Path, stem: str, channels: str = "downmix",
+                  window_s: float | None = DEFAULT_WINDOW_S) -> list[Path]:
+    """Separate one file into ``out_dir/<stem>_s<k>.wav``; returns the paths written."""
+    from local.evaluate import peak_limit
+
+    audio, rate = read_input(path, 1, channels)
+    if audio.shape[0] < min_input_samples(model, rate):
+        raise ValueError(f"{path}: {audio.shape[0]} samples is shorter than one encoder window "
+                         f"({min_input_samples(model, rate)} samples at {rate} Hz)")
+    if rate != int(model.sample_rate):
+        log.info("%s: %d Hz input, model runs at %d Hz: resampling", path, rate, int(model.sample_rate))
+    estimates = peak_limit(*separate_channels(model, audio, rate, channels, window_s))
+    paths = output_paths(out_dir, stem, len(estimates))
+    write_outputs(paths, estimates, rate)
+    return paths
+
+
+def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="export folder or model .pth")
-    p.add_argument("inputs", nargs="+", help="wav/flac files or folders")
+    p.add_argument("--model", required=True, help="export folder, or model .safetensors/.pth")
+    p.add_argument("inputs", nargs="+", help="wav/flac files or folders (searched recursively)")
     p.add_argument("--out-dir", required=True, help="folder for the separated files")
-    args = p.parse_args(argv)
+    p.add_argument("--channels", choices=CHANNEL_MODES, default="downmix",
+                   help="multichannel input: separate the average (downmix) or each channel (each)")
+    p.add_argument("--window", type=float, default=DEFAULT_WINDOW_S,
+                   help="longer inputs are separated in windows of this many seconds (0: never chunk)")
+    p.add_argument("--no-progress-bar", action="store_true")
+    return p
+
+
+def main(argv=None) -> int:
+    args = get_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.window < 0:
+        raise SystemExit("error: --window must be >= 0 seconds")
 
     from tqdm import tqdm
 
-    from local.audio_io import write_wav_atomic
-    from local.evaluate import peak_limit
-
     try:
-        model = load_separator(args.model)
         files = expand_inputs(args.inputs)
-    except (FileNotFoundError, ValueError) as err:
+        model = load_separator(args.model)
+    except (FileNotFoundError, ValueError, KeyError) as err:
         raise SystemExit(f"error: {err}")
     out_dir = Path(args.out_dir)
-    min_samples = model.encoder.filterbank.kernel_size
+    window_s = args.window or None
     failed = []
-    for path, stem in tqdm(files, desc="separate", unit="file", disable=len(files) < 2):
+    bar = tqdm(files, desc="separate", unit="file", disable=args.no_progress_bar or len(files) < 2)
+    for path, stem in bar:
         try:
-            audio, rate = read_input(path, min_samples)
-        except (FileNotFoundError, ValueError) as err:
+            separate_file(model, path, out_dir, stem, args.channels, window_s)
+        except (FileNotFoundError, ValueError, OSError) as err:
             log.error("%s", err)
             failed.append(path)
-            continue
-        if rate != int(model.sample_rate):
-            log.info("%s: %d Hz input, model runs at %d Hz: resampling", path, rate, int(model.sample_rate))
-        estimates = peak_limit(*separate_array(model, audio, rate))
-        for k, est in enumerate(estimates):
-            write_wav_atomic(out_dir / f"{stem}_s{k + 1}.wav", est, rate)
     if failed:
         raise SystemExit(f"error: {len(failed)} of {len(files)} inputs could not be separated: "
                          + ", ".join(map(str, failed)))

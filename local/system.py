@@ -7,6 +7,7 @@ asteroid's ``System`` holds model, optimizer, loss and scheduler and logs
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
@@ -15,6 +16,12 @@ from asteroid.losses import PITLossWrapper, pairwise_neg_sisdr
 from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau
 
 from local.model import make_model
+
+log = logging.getLogger("local.system")
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many consecutive training batches with a NaN/inf loss (the message says what to change)."""
 
 
 def make_optimizer(params, optim_conf: dict) -> torch.optim.Optimizer:
@@ -57,6 +64,9 @@ class SeparationSystem(System):
         scheduler = make_scheduler(optimizer, conf["scheduler"], total_steps)
         loss = PITLossWrapper(pairwise_neg_sisdr, pit_from="pw_mtx")
         super().__init__(model, optimizer, loss, train_loader=None, scheduler=scheduler, config=conf)
+        # NaN/inf-loss batches skipped so far (saved in checkpoints, logged as skipped_batches).
+        self.nonfinite_total = 0
+        self.nonfinite_in_a_row = 0
 
     def common_step(self, batch, batch_nb, train=True):
         mix, sources = batch[0], batch[1]
@@ -65,8 +75,43 @@ class SeparationSystem(System):
 
     def training_step(self, batch, batch_nb):
         loss = self.common_step(batch, batch_nb, train=True)
+        finite = bool(torch.isfinite(loss).all())
+        if self.trainer.world_size > 1:
+            # Every rank must skip together, or DDP's gradient all-reduce would hang.
+            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if not finite:
+            return self._skip_nonfinite(loss)
+        self.nonfinite_in_a_row = 0
         self.log("loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
         return loss
+
+    def _skip_nonfinite(self, loss):
+        """Skip a NaN/inf batch (returning ``None`` skips backward and the update); stop if they keep coming."""
+        self.nonfinite_total += 1
+        self.nonfinite_in_a_row += 1
+        limit = self.config["training"]["max_nonfinite_batches"]
+        log.warning("non-finite training loss (%s) at epoch %d, global step %d: batch skipped "
+                    "(%d in a row, %d in total)", float(loss.detach().float().mean()), self.current_epoch,
+                    self.global_step, self.nonfinite_in_a_row, self.nonfinite_total)
+        self.log("skipped_batches", float(self.nonfinite_total), on_step=True, on_epoch=False, reduce_fx="max")
+        if self.nonfinite_in_a_row > limit:
+            raise NonFiniteLossError(
+                f"training stopped: {self.nonfinite_in_a_row} batches in a row gave a non-finite loss "
+                f"(epoch {self.current_epoch}, global step {self.global_step}; more than "
+                f"training.max_nonfinite_batches={limit}). The model is diverging: lower optim.lr, keep "
+                "training.gradient_clip_val, or train with training.precision=32-true. "
+                "The checkpoints written before this point are intact."
+            )
+        return None
+
+    def on_save_checkpoint(self, checkpoint):
+        super().on_save_checkpoint(checkpoint)  # asteroid stores training_config
+        checkpoint["nonfinite_batches"] = {"total": self.nonfinite_total, "in_a_row": self.nonfinite_in_a_row}
+
+    def on_load_checkpoint(self, checkpoint):
+        counts = checkpoint.get("nonfinite_batches", {})
+        self.nonfinite_total = counts.get("total", 0)
+        self.nonfinite_in_a_row = counts.get("in_a_row", 0)
 
     def validation_step(self, batch, batch_nb):
         loss = self.common_step(batch, batch_nb, train=False)

@@ -5,6 +5,22 @@ Usage (what ``./run.sh --stage 1 --stop-stage 1`` runs):
     python -m local.train --conf conf/demo.yml --data-dir data/demo --exp-dir exp/demo \
         [--set optim.lr=5e-4 --set training.epochs=10] [--devices 1] [--num-workers 2]
 
+Scale (each flag overrides the config's ``training`` key of the same name):
+
+    python -m local.train ... --accelerator gpu --devices 4 [--num-nodes 2] \
+        [--strategy ddp] [--precision bf16-mixed] [--accumulate-grad-batches 2]
+
+More than one device (or node) means DDP unless ``--strategy`` says otherwise; the
+effective batch is ``data.batch_size x devices x num_nodes x accumulate_grad_batches``.
+On SLURM, launch one task per GPU with ``srun`` (see ``slurm/train.sbatch``):
+Lightning reads the ranks from SLURM and requeues the job on SIGUSR1.
+
+Fault safety: checkpoints are written atomically (``local.callbacks.AtomicCheckpointIO``);
+SIGTERM (or SIGUSR1 off SLURM) saves ``checkpoints/last.ckpt`` at the next batch and
+exits with status 143; re-running the same command resumes from it at the same global
+step. A batch whose loss is NaN/inf is skipped (counted in the ``skipped_batches`` log
+column); more than ``training.max_nonfinite_batches`` in a row stop the run with a message.
+
 Writes into the experiment folder:
     conf.yml              the resolved config (refuses to train into a folder made by another config)
     env.json              package versions, device, git commit, command line
@@ -25,6 +41,7 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
+from typing import Optional
 
 log = logging.getLogger("local.train")
 
@@ -39,6 +56,13 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", default=None, help="Lightning devices (e.g. 1, 4, auto); overrides training.devices")
     p.add_argument("--accelerator", default=None, help="cpu, gpu or auto; overrides training.accelerator")
     p.add_argument("--num-nodes", type=int, default=None, help="overrides training.num_nodes")
+    p.add_argument("--strategy", default=None,
+                   help="Lightning strategy (auto, ddp, ddp_spawn, ...); overrides training.strategy. "
+                        "auto = ddp when more than one device or node")
+    p.add_argument("--precision", default=None,
+                   help="32-true, 16-mixed or bf16-mixed (also 32, 16, bf16); overrides training.precision")
+    p.add_argument("--accumulate-grad-batches", type=int, default=None,
+                   help="optimizer step every K batches; overrides training.accumulate_grad_batches")
     p.add_argument("--num-workers", type=int, default=None, help="overrides data.num_workers")
     p.add_argument("--fast-dev-run", action="store_true", help="one batch of train and valid, for smoke tests")
     p.add_argument("--no-progress-bar", action="store_true")
@@ -50,35 +74,111 @@ def resolve_config(args) -> dict:
 
     overrides = list(args.overrides)
     for flag, key in (("devices", "training.devices"), ("accelerator", "training.accelerator"),
-                      ("num_nodes", "training.num_nodes"), ("num_workers", "data.num_workers")):
+                      ("num_nodes", "training.num_nodes"), ("num_workers", "data.num_workers"),
+                      ("strategy", "training.strategy"), ("precision", "training.precision"),
+                      ("accumulate_grad_batches", "training.accumulate_grad_batches")):
         value = getattr(args, flag)
         if value is not None:
             overrides.append(f"{key}={value}")
     return load_config(args.conf, overrides)
 
 
+# Distributions whose versions decide the numbers a run produces (all installed ones
+# are stored too, under "packages").
+KEY_PACKAGES = ("torch", "pytorch-lightning", "asteroid", "asteroid-filterbanks",
+                "numpy", "scipy", "soundfile", "torchmetrics", "pyyaml", "fsspec", "pystoi", "pesq",
+                "mir-eval")
+
+
+def _git(*args: str) -> Optional[str]:
+    # --no-optional-locks: never take .git/index.lock (another process may be committing).
+    try:
+        res = subprocess.run(["git", "--no-optional-locks", *args], capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parent, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return res.stdout.rstrip("\n") if res.returncode == 0 else None
+
+
 def environment_info() -> dict:
-    """What produced this experiment: versions, device, git commit, command."""
-    import asteroid
-    import pytorch_lightning as pl
+    """What produced this experiment: versions of every package, device, git commit (and whether
+    the work tree had uncommitted changes), command line, host."""
+    from importlib import metadata
+
     import torch
 
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        commit = None
+    packages = {}
+    for dist in metadata.distributions():
+        name = dist.metadata["Name"]
+        if name:
+            packages[name.lower().replace("_", "-")] = dist.version
+    status = _git("status", "--porcelain", "--untracked-files=no")
     return {
         "python": platform.python_version(),
-        "torch": torch.__version__,
-        "pytorch_lightning": pl.__version__,
-        "asteroid": asteroid.__version__,
+        "platform": platform.platform(),
+        "hostname": platform.node(),
+        **{name: packages.get(name) for name in KEY_PACKAGES},
+        "torch": torch.__version__,  # with the build tag (e.g. +cu130) that the wheel's metadata lacks
         "cuda_available": torch.cuda.is_available(),
+        "cuda_version": torch.version.cuda,
+        "cudnn_version": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
         "cpu_threads": torch.get_num_threads(),
-        "git_commit": commit,
-        "command": " ".join(sys.argv),
+        "git_commit": (_git("rev-parse", "HEAD") or "").strip() or None,
+        "git_dirty": None if status is None else bool(status),
+        "git_diff_files": None if not status else [line[3:] for line in status.splitlines()],
+        "command": " ".join([sys.executable, *sys.argv]),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "packages": dict(sorted(packages.items())),
     }
+
+
+PRECISIONS = {"32": "32-true", "32-true": "32-true", "16": "16-mixed", "16-mixed": "16-mixed",
+              "bf16": "bf16-mixed", "bf16-mixed": "bf16-mixed", "64": "64-true", "64-true": "64-true"}
+
+
+def _n_devices(devices) -> Optional[int]:
+    """How many devices a Lightning ``devices`` value asks for (None: decided by Lightning)."""
+    if isinstance(devices, int):
+        return devices
+    if isinstance(devices, (list, tuple)):
+        return len(devices)
+    text = str(devices).strip()
+    if text.lstrip("-").isdigit():
+        return int(text)
+    if "," in text:
+        return len([d for d in text.split(",") if d.strip()])
+    return None  # "auto"
+
+
+def trainer_settings(tc: dict) -> dict:
+    """The Trainer's device arguments from the ``training`` section, checked and made explicit.
+
+    ``strategy: auto`` becomes DDP as soon as more than one process is asked for
+    (devices > 1, devices -1 or num_nodes > 1), as ``ddp_find_unused_parameters_true``
+    (see below); precision spellings are normalised
+    (``32`` -> ``32-true``, ``16`` -> ``16-mixed``, ``bf16`` -> ``bf16-mixed``).
+    """
+    precision = PRECISIONS.get(str(tc["precision"]).strip())
+    if precision is None:
+        raise ValueError(f"training.precision={tc['precision']!r}: use 32-true, 16-mixed or bf16-mixed")
+    if tc["accumulate_grad_batches"] < 1:
+        raise ValueError("training.accumulate_grad_batches must be at least 1")
+    if tc["num_nodes"] < 1:
+        raise ValueError("training.num_nodes must be at least 1")
+    n = _n_devices(tc["devices"])
+    strategy = tc["strategy"]
+    if strategy == "auto" and (tc["num_nodes"] > 1 or n == -1 or (n is not None and n > 1)):
+        strategy = "ddp"
+    if strategy == "ddp":
+        # asteroid's TDConvNet computes a residual output in its last block that nothing uses
+        # (with skip_chan > 0 the masks come from the skip sum), so that block's res_conv never
+        # gets a gradient and plain DDP stops at the second step. Lightning's named variant lets
+        # DDP find such parameters each step (one cheap graph walk).
+        strategy = "ddp_find_unused_parameters_true"
+    return {"accelerator": tc["accelerator"], "devices": tc["devices"], "num_nodes": tc["num_nodes"],
+            "strategy": strategy, "precision": precision,
+            "accumulate_grad_batches": tc["accumulate_grad_batches"]}
 
 
 def check_exp_dir(exp_dir: Path, conf: dict) -> None:
@@ -93,9 +193,16 @@ def check_exp_dir(exp_dir: Path, conf: dict) -> None:
         # Devices and workers may change between a run and its resumption.
         volatile = {("training", "devices"), ("training", "accelerator"), ("training", "num_nodes"),
                     ("data", "num_workers"), ("training", "strategy")}
-        diffs = [f"{s}.{k}: {previous.get(s, {}).get(k)!r} -> {v!r}"
+        # A key added to the schema after the folder was made counts as its default there.
+        from local.config import DEFAULTS
+
+        def before(s, k):
+            sec = previous.get(s, {})
+            return sec[k] if k in sec else DEFAULTS.get(s, {}).get(k)
+
+        diffs = [f"{s}.{k}: {before(s, k)!r} -> {v!r}"
                  for s, sec in conf.items() for k, v in sec.items()
-                 if (s, k) not in volatile and previous.get(s, {}).get(k) != v]
+                 if (s, k) not in volatile and before(s, k) != v]
         if diffs:
             raise SystemExit(
                 f"error: {saved} was written by a different config ({'; '.join(diffs)}). "
@@ -110,6 +217,13 @@ def steps_per_epoch(n_items: int, conf: dict, world_size: int = 1) -> int:
     limit = conf["training"]["limit_train_batches"]
     batches = min(batches, int(limit)) if isinstance(limit, int) else int(batches * limit)
     return max(1, math.ceil(batches / conf["training"]["accumulate_grad_batches"]))
+
+
+def resume_checkpoint(exp_dir: Path) -> Optional[str]:
+    """The newest of ``checkpoints/last.ckpt`` (end of epoch, pre-emption) and Lightning's SLURM
+    ``hpc_ckpt_N.ckpt`` (saved on the requeue signal), or None for a fresh start."""
+    candidates = [p for p in [exp_dir / "checkpoints" / "last.ckpt", *exp_dir.glob("hpc_ckpt_*.ckpt")] if p.is_file()]
+    return str(max(candidates, key=lambda p: p.stat().st_mtime_ns)) if candidates else None
 
 
 def export_best(exp_dir: Path, checkpoint_cb, conf: dict) -> Path:
@@ -140,7 +254,8 @@ def main(argv=None) -> int:
 
     try:
         conf = resolve_config(args)
-    except ConfigError as err:
+        settings = trainer_settings(conf["training"])
+    except (ConfigError, ValueError) as err:
         raise SystemExit(f"error: {err}")
     exp_dir = Path(args.exp_dir)
     data_dir = Path(args.data_dir)
@@ -151,25 +266,37 @@ def main(argv=None) -> int:
     import torch
     from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+    from pytorch_lightning.utilities import rank_zero_only
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+    from local.callbacks import AtomicCheckpointIO, PreemptionCheckpoint, remove_stale_temporaries
     from local.data import SeparationDataModule
     from local.stage_state import is_done, mark_done
-    from local.system import SeparationSystem
+    from local.system import NonFiniteLossError, SeparationSystem
 
+    # Under DDP every rank runs this function (Lightning re-launches the command, or
+    # srun starts it once per task on SLURM); only global rank 0 writes files. Lightning's
+    # rank comes from RANK/LOCAL_RANK/SLURM_PROCID; a plain multi-node launch sets only NODE_RANK.
+    is_rank_zero = rank_zero_only.rank == 0 and int(os.environ.get("NODE_RANK", "0") or 0) == 0
     tc = conf["training"]
     if tc["num_threads"] > 0:
         torch.set_num_threads(tc["num_threads"])
-    exp_dir.mkdir(parents=True, exist_ok=True)
-    check_exp_dir(exp_dir, conf)
+    ckpt_dir = exp_dir / "checkpoints"
+    if is_rank_zero:
+        exp_dir.mkdir(parents=True, exist_ok=True)
+        check_exp_dir(exp_dir, conf)
+        for stale in remove_stale_temporaries(ckpt_dir):
+            log.warning("removed %s, left by a checkpoint write that was killed", stale)
     marker = exp_dir / ".train.done"
     if not args.fast_dev_run and is_done(marker, [exp_dir / "conf.yml"]) and (exp_dir / "best_model.pth").is_file():
         log.info("training already finished in %s (delete %s to train again)", exp_dir, marker)
         return 0
-    (exp_dir / "env.json").write_text(json.dumps(environment_info(), indent=2))
-    log.info("config:\n%s", json.dumps(conf, indent=1))
+    if is_rank_zero:
+        (exp_dir / "env.json").write_text(json.dumps(environment_info(), indent=2))
+        log.info("config:\n%s", json.dumps(conf, indent=1))
 
     pl.seed_everything(tc["seed"], workers=True)
-    datamodule = SeparationDataModule(data_dir, conf["data"])
+    datamodule = SeparationDataModule(data_dir, conf["data"], seed=tc["seed"])
     try:
         datamodule.setup("fit")
     except (FileNotFoundError, ValueError) as err:
@@ -177,17 +304,12 @@ def main(argv=None) -> int:
     if getattr(datamodule.train_set, "n_dropped", 0):
         log.warning("%d training utterances shorter than data.min_segment were dropped",
                     datamodule.train_set.n_dropped)
-    epoch_steps = steps_per_epoch(len(datamodule.train_set), conf)
-    total_steps = tc["max_steps"] if tc["max_steps"] > 0 else epoch_steps * tc["epochs"]
-    system = SeparationSystem(conf, total_steps=total_steps)
-    log.info("model: %d parameters, receptive field %.3f s",
-             system.model.n_parameters(), system.model.receptive_field())
 
-    ckpt_dir = exp_dir / "checkpoints"
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch:03d}-val{val_loss:.3f}",
                                  auto_insert_metric_name=False, monitor="val_loss", mode="min",
                                  save_top_k=tc["save_top_k"], save_last=True, verbose=False)
-    callbacks = [checkpoint, LearningRateMonitor(logging_interval="epoch")]
+    preemption = PreemptionCheckpoint(checkpoint)
+    callbacks = [checkpoint, preemption, LearningRateMonitor(logging_interval="epoch")]
     if tc["early_stop_patience"] > 0:
         callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=tc["early_stop_patience"]))
     loggers = [CSVLogger(exp_dir, name="logs", version="")]
@@ -201,25 +323,36 @@ def main(argv=None) -> int:
         max_steps=tc["max_steps"],
         limit_train_batches=tc["limit_train_batches"],
         gradient_clip_val=tc["gradient_clip_val"],
-        accelerator=tc["accelerator"],
-        devices=tc["devices"],
-        num_nodes=tc["num_nodes"],
-        strategy=tc["strategy"],
-        precision=tc["precision"],
-        accumulate_grad_batches=tc["accumulate_grad_batches"],
         log_every_n_steps=tc["log_every_n_steps"],
         callbacks=callbacks,
         logger=loggers,
+        plugins=[AtomicCheckpointIO()],
         default_root_dir=exp_dir,
         fast_dev_run=args.fast_dev_run,
         enable_progress_bar=not args.no_progress_bar,
-        deterministic=False,
+        deterministic=tc["deterministic"],
+        **settings,
     )
-    last = ckpt_dir / "last.ckpt"
-    resume = str(last) if last.is_file() and not args.fast_dev_run else None
+    epoch_steps = steps_per_epoch(len(datamodule.train_set), conf, trainer.world_size)
+    total_steps = tc["max_steps"] if tc["max_steps"] > 0 else epoch_steps * tc["epochs"]
+    system = SeparationSystem(conf, total_steps=total_steps)
+    log.info("model: %d parameters, receptive field %.3f s; %s x %d node(s), world size %d, strategy %s, "
+             "precision %s", system.model.n_parameters(), system.model.receptive_field(),
+             settings["devices"], settings["num_nodes"], trainer.world_size, settings["strategy"],
+             settings["precision"])
+
+    resume = None if args.fast_dev_run else resume_checkpoint(exp_dir)
     if resume:
         log.info("resuming from %s", resume)
-    trainer.fit(system, datamodule=datamodule, ckpt_path=resume)
+    try:
+        trainer.fit(system, datamodule=datamodule, ckpt_path=resume)
+    except SIGTERMException:
+        log.warning("training interrupted by a signal after global step %d; %s", trainer.global_step,
+                    f"checkpoint saved to {preemption.saved_path}" if preemption.saved_path
+                    else "no checkpoint could be saved")
+        return 143
+    except NonFiniteLossError as err:
+        raise SystemExit(f"error: {err}")
     if args.fast_dev_run:
         return 0
     if trainer.is_global_zero:

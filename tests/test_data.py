@@ -73,3 +73,62 @@ def test_datamodule_missing_corpus_says_what_to_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="run data preparation first"):
         dm.setup("fit")
     assert split_dir(tmp_path, conf, "tt") == tmp_path / "wav8k" / "min" / "tt"
+
+
+def _dm_conf(**changes):
+    conf = {"sample_rate": 8000, "mode": "min", "n_src": 2, "segment": 0.25, "min_segment": 0.25,
+            "batch_size": 2, "num_workers": 0, "dynamic_mixing": True, "dm_snr_range": 2.5,
+            "train_set": "tr", "valid_set": "tr", "test_set": "tr"}
+    return {**conf, **changes}
+
+
+def test_dynamic_mixing_is_seeded_by_key_not_by_global_state(tmp_path):
+    split = make_split(tmp_path, [8000] * 6)
+    ds = DynamicMixingDataset(split, 2, 8000, segment=0.25, min_segment=0.25, seed=7)
+    np.random.seed(1)
+    first = ds[5]
+    np.random.seed(2)  # the global generator (and so worker or rank seeding) does not matter
+    again = ds[5]
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+    other_seed = DynamicMixingDataset(split, 2, 8000, segment=0.25, min_segment=0.25, seed=8)
+    assert not torch.equal(first[0], other_seed[5][0])
+    assert not torch.equal(first[0], ds[6][0])
+
+
+def test_epoch_key_sampler_gives_each_rank_and_epoch_its_own_mixtures(tmp_path):
+    from local.data import EpochKeySampler
+
+    split = make_split(tmp_path, [8000] * 6)
+    ds = DynamicMixingDataset(split, 2, 8000, segment=0.25, min_segment=0.25, epoch_size=8)
+    keys = {}
+    for epoch in (0, 1):
+        for rank in (0, 1):
+            sampler = EpochKeySampler(ds, num_replicas=2, rank=rank, shuffle=True, seed=0, drop_last=True)
+            sampler.set_epoch(epoch)
+            keys[epoch, rank] = list(sampler)
+    assert all(len(k) == 4 for k in keys.values())
+    assert not set(keys[0, 0]) & set(keys[0, 1])  # ranks never draw the same mixture
+    assert sorted(keys[0, 0] + keys[0, 1]) == list(range(8))
+    assert sorted(keys[1, 0] + keys[1, 1]) == list(range(8, 16))  # next epoch: new mixtures
+    # the same (epoch, rank) again gives the same keys: a resumed epoch remakes its mixtures
+    again = EpochKeySampler(ds, num_replicas=2, rank=1, shuffle=True, seed=0, drop_last=True)
+    again.set_epoch(1)
+    assert list(again) == keys[1, 1]
+
+
+def test_dynamic_mixing_batches_do_not_depend_on_workers_and_validation_stays_fixed(tmp_path):
+    make_split(tmp_path, [8000] * 6)
+    batches = {}
+    for workers in (0, 2):
+        dm = SeparationDataModule(tmp_path, _dm_conf(num_workers=workers), seed=3)
+        dm.setup("fit")
+        assert isinstance(dm.train_set, DynamicMixingDataset)
+        assert isinstance(dm.valid_set, MixtureDataset) and not dm.valid_set.random_crop
+        loader = dm.train_dataloader()
+        batches[workers] = [b[0] for b in loader]
+        loader.sampler.set_epoch(1)  # what Lightning does at the start of each epoch
+        batches[workers, "epoch 1"] = [b[0] for b in loader]
+        val = [[b[0] for b in dm.val_dataloader()] for _ in range(2)]
+        assert all(torch.equal(a, b) for a, b in zip(*val))
+    assert all(torch.equal(a, b) for a, b in zip(batches[0], batches[2]))
+    assert not torch.equal(batches[0][0], batches[0, "epoch 1"][0])

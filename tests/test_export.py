@@ -1,0 +1,103 @@
+"""Export round-trips: safetensors + JSON, asteroid .pth, TorchScript all give the model's output."""
+
+import json
+import pickle
+import zipfile
+
+import pytest
+import torch
+import yaml
+
+from local.config import load_config
+from local.export import main as export_main
+from local.model import make_model, serialize_model
+from local.separate import load_separator
+
+
+def make_exp(tmp_path, who_is_pinv=None, causal=False):
+    conf = load_config("tests/conf/micro.yml")
+    conf["filterbank"]["who_is_pinv"] = who_is_pinv
+    if causal:
+        conf["masknet"].update(causal=True, norm_type="cLN")
+    torch.manual_seed(0)
+    model = make_model(conf).eval()
+    exp = tmp_path / "exp"
+    (exp / "eval").mkdir(parents=True)
+    torch.save(serialize_model(model), exp / "best_model.pth")
+    (exp / "conf.yml").write_text(yaml.safe_dump(conf))
+    metrics = {"test_set": "tt", "n_utterances": 2, "si_sdr": 5.0, "input_si_sdr": 0.0, "si_sdr_imp": 5.0}
+    (exp / "eval" / "metrics.json").write_text(json.dumps(metrics))
+    return exp, model
+
+
+@pytest.mark.parametrize("who_is_pinv,causal", [(None, False), ("encoder", False), (None, True)])
+def test_every_export_format_gives_the_same_output(tmp_path, who_is_pinv, causal):
+    exp, model = make_exp(tmp_path, who_is_pinv, causal)
+    assert export_main(["--exp-dir", str(exp)]) == 0
+    out = exp / "export"
+    for name in ("model.safetensors", "model.json", "model.pth", "model.ts", "conf.yml", "metrics.json",
+                 "README.md"):
+        assert (out / name).is_file(), name
+    x = torch.randn(3, 3001, generator=torch.Generator().manual_seed(1))  # other batch and length than traced
+    with torch.no_grad():
+        ref = model(x)
+        from_safetensors = load_separator(out)(x)
+        from_pth = load_separator(out / "model.pth")(x)
+        from asteroid.models import ConvTasNet
+
+        from_asteroid = ConvTasNet.from_pretrained(str(out / "model.pth")).eval()(x)
+        scripted = torch.jit.load(str(out / "model.ts"))(x)
+    for got in (from_safetensors, from_pth, from_asteroid):
+        assert torch.allclose(got, ref, atol=1e-6)
+    assert scripted.shape == ref.shape
+    assert torch.allclose(scripted, ref, atol=1e-5)
+
+
+def test_safetensors_package_needs_no_pickle(tmp_path, monkeypatch):
+    exp, model = make_exp(tmp_path)
+    export_main(["--exp-dir", str(exp)])
+    out = exp / "export"
+    assert not zipfile.is_zipfile(out / "model.safetensors")  # not a torch (pickle) archive
+    config = json.loads((out / "model.json").read_text())
+    assert config["model_name"] == "ConvTasNetVariant"
+    assert config["infos"]["final_metrics"]["si_sdr"] == 5.0
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("unpickling while loading the safetensors export")
+
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(torch, "load", refuse)
+    x = torch.randn(1, 2000)
+    with torch.no_grad():
+        assert torch.allclose(load_separator(out)(x), model(x), atol=1e-6)
+
+
+def test_pth_loads_with_weights_only(tmp_path):
+    exp, _ = make_exp(tmp_path)
+    export_main(["--exp-dir", str(exp)])
+    package = torch.load(exp / "export" / "model.pth", map_location="cpu", weights_only=True)
+    assert package["model_name"] == "ConvTasNetVariant"
+
+
+def test_model_card_and_rerun(tmp_path, capsys):
+    exp, _ = make_exp(tmp_path)
+    export_main(["--exp-dir", str(exp)])
+    card = (exp / "export" / "README.md").read_text()
+    for part in ("## Training config", "n_filters: 16", "## Data and results", "Intended use", "model.safetensors",
+                 "model.ts"):
+        assert part in card, part
+    before = (exp / "export" / "model.safetensors").stat().st_mtime_ns
+    export_main(["--exp-dir", str(exp)])
+    assert (exp / "export" / "model.safetensors").stat().st_mtime_ns == before  # up to date: skipped
+    (exp / "export" / "model.ts").unlink()  # an export from before this format existed is redone
+    export_main(["--exp-dir", str(exp)])
+    assert (exp / "export" / "model.ts").is_file()
+
+
+def test_missing_json_is_a_clear_error(tmp_path):
+    exp, _ = make_exp(tmp_path)
+    export_main(["--exp-dir", str(exp)])
+    (exp / "export" / "model.json").unlink()
+    with pytest.raises(FileNotFoundError, match="model.json"):
+        load_separator(exp / "export" / "model.safetensors")
