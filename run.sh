@@ -29,7 +29,7 @@ exp_dir=            # experiment folder; default: exp/<corpus>/<tag>
 data_dir=           # prepared corpus folder; default: data/<corpus>
 devices=            # Lightning devices for training (e.g. 1, 4, auto); default: from the config
 num_workers=        # data-loader workers for training; default: from the config
-nj=2                # parallel jobs for data preparation
+nj=2                # parallel jobs for data preparation and evaluation
 prep_opts=          # extra options passed verbatim to egs/<corpus>/prepare.sh
 inputs=             # stage 4: files or folders to separate; default: one test mixture
 wsj0=               # wsj0-2mix: the LDC WSJ0 folder (passed to egs/wsj0-2mix/prepare.sh --wsj0)
@@ -56,7 +56,7 @@ Options (default in brackets):
   --data-dir DIR       prepared corpus folder [data/<corpus>]
   --devices D          training devices, e.g. 1, 4 or auto [config's training.devices]
   --num-workers N      training data-loader workers [config's data.num_workers]
-  --nj N               data-preparation jobs [$nj]
+  --nj N               data-preparation and evaluation jobs [$nj]
   --prep-opts "..."    extra options for egs/<corpus>/prepare.sh (see its --help)
   --set KEY=VALUE      config override, e.g. --set optim.lr=5e-4 (repeatable)
   --inputs "F ..."     stage 4: wav files or folders to separate [one test mixture]
@@ -156,7 +156,7 @@ fi
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   log "Stage 2: evaluation ($exp_dir/eval)"
   run_logged "$exp_dir/logs/evaluate.log" \
-    "$python" -m local.evaluate --exp-dir "$exp_dir" --data-dir "$data_dir" "${force_opt[@]}"
+    "$python" -m local.evaluate --exp-dir "$exp_dir" --data-dir "$data_dir" --nj "$nj" "${force_opt[@]}"
 fi
 
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then

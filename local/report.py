@@ -293,6 +293,10 @@ def render_markdown(rows: list[dict], exp_root: Path, figure_paths: list[Path], 
         markdown_table(rows),
         "",
     ]
+    # Paired comparison of each evaluated row with the first one (same test utterances).
+    from local.stats import paired_report_section
+
+    parts.append(paired_report_section(rows))
     warnings = consistency_warnings(rows)
     parts += [f"**Warning:** {w}" for w in warnings] + ([""] if warnings else [])
     for path in figure_paths:
