@@ -173,12 +173,22 @@ def _stratified_order(variants: Sequence[str], rng: np.random.Generator) -> List
     return [v for _, v in keyed]
 
 
+#: Fewest voice variants the held-out splits get (when they have that many speakers).
+#: Proportional shares would give 20 test speakers only ~5 variants out of 77, so
+#: most test pairs would be two speakers of one variant and the test set would
+#: measure a handful of timbres; training speakers get their variety from
+#: vtl/tilt instead, so the held-out splits can afford more variants.
+MIN_HELD_OUT_VARIANTS = {"cv": 8, "tt": 12}
+
+
 def _variant_counts(n_variants: int, sizes: Sequence[int]) -> List[int]:
-    """How many variants each split gets: proportional to its speakers, >= 1."""
+    """How many variants each split gets: proportional to its speakers, at least
+    :data:`MIN_HELD_OUT_VARIANTS` for cv/tt (never more than their speakers), >= 1."""
     total = sum(sizes)
     counts = [0, 0, 0]
-    for i in (1, 2):  # cv, tt
-        counts[i] = int(min(sizes[i], max(1, round(n_variants * sizes[i] / total))))
+    for i, name in ((1, "cv"), (2, "tt")):
+        share = max(1, round(n_variants * sizes[i] / total), MIN_HELD_OUT_VARIANTS[name])
+        counts[i] = int(min(sizes[i], share))
     counts[0] = n_variants - counts[1] - counts[2]
     while counts[0] < 1:  # take back from the larger held-out split
         j = 1 if counts[1] >= counts[2] else 2
