@@ -23,6 +23,12 @@ processes. Writes ``<exp-dir>/eval/`` (every file atomically, ``.done`` last):
 
 Rows that cannot be scored (silent reference, NaN/inf estimate) are flagged in
 the CSV and left out of every mean; a length mismatch is an error.
+
+Output level: every estimate goes through the recipe's one rule
+(:func:`local.output_level.written_estimates`: least-squares gains towards the
+mixture, a peak limit only above full scale, 16-bit quantisation) before it is
+scored, so the metrics are computed on exactly the 16-bit values that are
+written to ``examples/`` and ``worst/``.
 """
 
 from __future__ import annotations
@@ -49,6 +55,8 @@ DISPLAY = {"si_sdr": "SI-SNR", "sdr": "SDR", "sir": "SIR", "sar": "SAR", "stoi":
 NO_IMPROVEMENT = ("stoi",)
 #: Edges (dB) of the buckets of |level difference between the speakers| in the mixture list.
 SNR_BUCKETS = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0, float("inf"))
+#: Recorded in eval/.done: results scored under another output-level rule are computed again.
+OUTPUT_LEVEL_RULE = "lsq-gains+peak-limit+pcm16"
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -294,19 +302,39 @@ def write_csv_atomic(path: Path, rows: list[dict]) -> None:
 
 
 def peak_limit(*signals: np.ndarray, ceiling: float = 0.9) -> list[np.ndarray]:
-    """Scale a set of signals together so that none exceeds ``ceiling`` (SI-SNR leaves gain free)."""
+    """Scale a set of signals together so that none exceeds ``ceiling``.
+
+    Kept for callers of the old API; the recipe writes separated audio through
+    :func:`local.output_level.written_estimates` instead.
+    """
     peak = max(float(np.abs(s).max()) for s in signals)
     scale = ceiling / peak if peak > ceiling else 1.0
     return [s * scale for s in signals]
 
 
-def _save_utterance(folder: Path, mix, sources, estimate, sample_rate: int) -> None:
+def scored_estimates(mix, estimate, name: Optional[str] = None) -> np.ndarray:
+    """What is written and scored: the output-level rule and 16-bit values (``local.output_level``).
+
+    An estimate with NaN/inf samples is returned as it is, so that scoring flags it.
+    """
+    from local.output_level import written_estimates
+
+    if not np.all(np.isfinite(estimate)):
+        return estimate
+    return written_estimates(mix, estimate, name)
+
+
+def _save_utterance(folder: Path, mix, sources, estimate, sample_rate: int, rescaled: bool = False) -> None:
+    """mixture.wav, s<k>.wav, s<k>_estimate.wav; ``rescaled``: ``estimate`` is already :func:`scored_estimates`."""
     from local.audio_io import write_wav_atomic
+    from local.output_level import written_estimates
 
     write_wav_atomic(folder / "mixture.wav", mix, sample_rate)
     for k in range(len(sources)):
         write_wav_atomic(folder / f"s{k + 1}.wav", sources[k], sample_rate)
-    for k, e in enumerate(peak_limit(*np.nan_to_num(estimate, nan=0.0, posinf=0.0, neginf=0.0))):
+    if not (rescaled and np.all(np.isfinite(estimate))):
+        estimate = written_estimates(mix, estimate, folder.name)  # non-finite samples become 0 here
+    for k, e in enumerate(estimate):
         write_wav_atomic(folder / f"s{k + 1}_estimate.wav", e, sample_rate)
 
 
@@ -380,7 +408,8 @@ def main(argv=None) -> int:
     metrics_list = (["si_sdr"] + (["sdr"] if ec["compute_sdr"] else [])
                     + (["sir", "sar"] if ec["compute_sdr"] and args.sir_sar else [])
                     + (["stoi"] if ec["compute_stoi"] else []) + (["pesq"] if args.pesq else []))
-    settings = {"metrics": metrics_list, "max_utts": args.max_utts, "n_worst": args.n_worst}
+    settings = {"metrics": metrics_list, "max_utts": args.max_utts, "n_worst": args.n_worst,
+                "output_level": OUTPUT_LEVEL_RULE}
     if not args.force and is_done(marker, inputs) and _same_settings(marker, settings):
         log.info("evaluation is up to date in %s (use --force to redo)", out_dir)
         print((out_dir / "table.md").read_text())
@@ -403,13 +432,15 @@ def main(argv=None) -> int:
         with torch.inference_mode():
             est = model(mix[None])
             _, est = pit(est, sources[None], return_est=True)
-        return name, mix.numpy(), sources.numpy(), est[0].numpy()
+        mix_np = mix.numpy()
+        return name, mix_np, sources.numpy(), scored_estimates(mix_np, est[0].numpy(), name)
 
     def jobs():
         for idx in range(n_utts):
             name, mix_np, src_np, est_np = separate(idx)
             if idx in example_ids:
-                _save_utterance(out_dir / "examples" / f"ex_{idx}", mix_np, src_np, est_np, dc["sample_rate"])
+                _save_utterance(out_dir / "examples" / f"ex_{idx}", mix_np, src_np, est_np, dc["sample_rate"],
+                                rescaled=True)
             yield {"utt": name, "info": mixture_info(name, dc["n_src"], genders), "mix": mix_np,
                    "sources": src_np, "estimate": est_np, "sample_rate": dc["sample_rate"],
                    "metrics_list": metrics_list}
@@ -430,7 +461,8 @@ def main(argv=None) -> int:
     shutil.rmtree(out_dir / "worst", ignore_errors=True)  # the previous run's worst utterances
     for rank, r in enumerate(worst, 1):
         name, mix_np, src_np, est_np = separate(index[r["utt"]])
-        _save_utterance(out_dir / "worst" / f"w{rank}_{name}", mix_np, src_np, est_np, dc["sample_rate"])
+        _save_utterance(out_dir / "worst" / f"w{rank}_{name}", mix_np, src_np, est_np, dc["sample_rate"],
+                        rescaled=True)
 
     write_csv_atomic(out_dir / "metrics.csv", rows)
     atomic_write_text(out_dir / "metrics.json", json.dumps(summary, indent=2))

@@ -17,7 +17,9 @@ The folder holds:
                        runs without Python model code (C++ / other runtimes)
     conf.yml           the training config
     metrics.json       test metrics from the evaluation stage
-    README.md          model card: variant, size, training config, data, results, intended use
+    README.md          model card in asteroid's template (local.model_card): tags, dataset,
+                       variant, size, training config, results, data licence notice
+    training_curves.png training and validation SI-SNR per epoch (when training wrote one)
 
 ``local.separate.load_separator("exp/demo/export")`` reads model.safetensors +
 model.json (and falls back to model.pth with ``weights_only=True``).
@@ -81,74 +83,18 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
-def model_card(conf: dict, package: dict, metrics: dict, exp_name: str, conf_text: str | None = None) -> str:
-    from local.evaluate import format_table
-    from local.model import receptive_field_seconds
+def model_card(conf: dict, package: dict, metrics: dict, exp_name: str, conf_text: str | None = None,
+               dataset: str | None = None) -> str:
+    """The export's README.md, in asteroid's model card template (see ``local.model_card``)."""
+    from local.model_card import model_card as asteroid_model_card
 
-    fb, mn, data = conf["filterbank"], conf["masknet"], conf["data"]
-    args = package["model_args"]
-    n_params = sum(v.numel() for k, v in package["state_dict"].items()
-                   if not k.startswith("encoder.filterbank") or args.get("who_is_pinv") != "encoder")
-    rf = receptive_field_seconds(fb["kernel_size"], fb["stride"], mn["conv_kernel_size"],
-                                 mn["n_blocks"], mn["n_repeats"], data["sample_rate"])
-    metrics_list = [m for m in ("si_sdr", "sdr", "stoi") if m in metrics]
-    table = format_table(metrics, metrics_list) if metrics_list else "(not evaluated)"
-    if conf_text is None:
-        import yaml
+    return asteroid_model_card(conf, package, metrics, exp_name, conf_text=conf_text, dataset=dataset)
 
-        conf_text = yaml.safe_dump(conf, sort_keys=False)
-    return f"""# Conv-TasNet ({exp_name})
 
-Time-domain two-speaker separation (Luo & Mesgarani, 2019), trained with the
-Conv-TasNet wsj0-2mix recipe on asteroid.
-
-## Variant
-
-| | |
-|---|---|
-| encoder | {fb['encoder_activation']}{' (pseudo-inverse of the decoder)' if fb['who_is_pinv'] == 'encoder' else ''} |
-| decoder | {'pseudo-inverse of the encoder' if fb['who_is_pinv'] == 'decoder' else 'learned'} |
-| mask | {mn['mask_act']} |
-| N, L, stride | {fb['n_filters']}, {fb['kernel_size']}, {fb['stride']} |
-| B, H, Sc, P, X, R | {mn['bn_chan']}, {mn['hid_chan']}, {mn['skip_chan']}, {mn['conv_kernel_size']}, {mn['n_blocks']}, {mn['n_repeats']} |
-| norm, causal | {mn['norm_type']}, {mn['causal']} |
-| parameters | {n_params:,} |
-| receptive field | {rf:.2f} s |
-| sample rate, sources | {data['sample_rate']} Hz, {data['n_src']} |
-
-## Data and results
-
-Test set: `{metrics.get('test_set', '?')}` ({metrics.get('n_utterances', 0)} utterances).
-
-{table}
-
-## Training config
-
-```yaml
-{conf_text.strip()}
-```
-
-## Files and use
-
-| file | what | loads with |
-|---|---|---|
-| `model.safetensors` + `model.json` | weights + model arguments (no pickle) | `local.separate.load_separator(<this folder>)` |
-| `model.pth` | asteroid `serialize` package | `ConvTasNet.from_pretrained("model.pth")` |
-| `model.ts` | TorchScript, (batch, time) -> (batch, n_src, time) | `torch.jit.load("model.ts")` |
-
-```python
-from asteroid.models import ConvTasNet
-model = ConvTasNet.from_pretrained("model.pth")  # plain asteroid, no recipe code needed
-```
-
-or, with the recipe: `python -m local.separate --model <this folder> input.wav --out-dir out/`
-(any sample rate, `--channels downmix|each`, long files in chunks).
-
-Intended use: research on speech separation. The model was trained on the
-corpus named above only; expect lower quality on real recordings, noise or
-reverberation it never heard. If the data is wsj0-2mix, it derives from the
-LDC WSJ0 corpus, whose licence applies.
-"""
+def corpus_of(exp_dir: Path) -> str | None:
+    """Corpus name for the card: ``exp/<corpus>/<tag>`` (run.sh's layout), else None."""
+    parts = exp_dir.resolve().parts
+    return parts[-2] if len(parts) >= 3 and parts[-3] == "exp" else None
 
 
 def main(argv=None) -> int:
@@ -186,9 +132,12 @@ def main(argv=None) -> int:
     write_safetensors_package(package, tmp_dir / "model.safetensors")
     write_torchscript(package, tmp_dir / "model.ts")
     shutil.copyfile(conf_path, tmp_dir / "conf.yml")
+    for optional in ("training_curves.png", "training_curves.csv"):  # from local.curves, if training made it
+        if (exp_dir / optional).is_file():
+            shutil.copyfile(exp_dir / optional, tmp_dir / optional)
     (tmp_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (tmp_dir / "README.md").write_text(model_card(conf, package, metrics, exp_dir.name,
-                                                  conf_text=conf_path.read_text()))
+                                                  conf_text=conf_path.read_text(), dataset=corpus_of(exp_dir)))
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(tmp_dir, out_dir)

@@ -22,6 +22,10 @@ after its path below that folder (``folder/sub/a.flac`` -> ``sub_a_s1.wav``).
 - A file that cannot be read, is empty or shorter than one encoder window is
   reported by name and skipped (exit status 1 at the end); outputs are written
   atomically, and all outputs of an input or none of them.
+- Output level: the estimates get the least-squares gains that make them best
+  sum to the input (each channel's, with ``--channels each``), then a peak
+  limit only where a sample would exceed 16-bit full scale, with a warning
+  (:mod:`local.output_level`); SI-SNR training leaves their scale free.
 
 The model is read from an export folder (``model.safetensors`` +
 ``model.json``, no pickle; else ``model.pth`` with ``torch.load(weights_only=True)``),
@@ -299,7 +303,7 @@ def write_outputs(paths: list[Path], estimates: np.ndarray, rate: int) -> None:
 def separate_file(model, path: Path, out_dir: Path, stem: str, channels: str = "downmix",
                   window_s: float | None = DEFAULT_WINDOW_S) -> list[Path]:
     """Separate one file into ``out_dir/<stem>_s<k>.wav``; returns the paths written."""
-    from local.evaluate import peak_limit
+    from local.output_level import written_estimates
 
     audio, rate = read_input(path, 1, channels)
     if audio.shape[0] < min_input_samples(model, rate):
@@ -307,7 +311,9 @@ def separate_file(model, path: Path, out_dir: Path, stem: str, channels: str = "
                          f"({min_input_samples(model, rate)} samples at {rate} Hz)")
     if rate != int(model.sample_rate):
         log.info("%s: %d Hz input, model runs at %d Hz: resampling", path, rate, int(model.sample_rate))
-    estimates = peak_limit(*separate_channels(model, audio, rate, channels, window_s))
+    # the recipe's one output-level rule (local.output_level): least-squares gains towards the
+    # mixture, a peak limit only above full scale (with a warning), 16-bit values
+    estimates = written_estimates(audio, separate_channels(model, audio, rate, channels, window_s), str(path))
     paths = output_paths(out_dir, stem, len(estimates))
     write_outputs(paths, estimates, rate)
     return paths

@@ -28,6 +28,7 @@ Writes into the experiment folder:
     logs/                 CSV (and TensorBoard) logs
     best_k_models.json    {checkpoint path: val_loss}
     best_model.pth        asteroid ``serialize`` package of the best checkpoint
+    training_curves.png   training and validation SI-SNR per epoch (local.curves; .csv beside it)
 """
 
 from __future__ import annotations
@@ -359,6 +360,9 @@ def main(argv=None) -> int:
         best = export_best(exp_dir, checkpoint, conf)
         mark_done(marker, [exp_dir / "conf.yml"], best_model=str(best))
         log.info("best model: %s (val_loss %.3f)", best, float(checkpoint.best_model_score or float("nan")))
+        from local.curves import plot_after_training
+
+        plot_after_training(exp_dir)  # training_curves.png; a failure is only a warning
     return 0
 
 

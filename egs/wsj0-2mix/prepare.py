@@ -125,6 +125,10 @@ def snr_convention(entries: Dict[str, List[MixEntry]], n_src: int) -> str:
         "snr_k - snr_j dB; then mixture and sources are scaled together to a 0.9 peak." % (
             n_src, "_<utt3>_<snr3>" if n_src == 3 else ""),
     ]
+    all_entries = [e for split in SPLITS for e in (entries.get(split) or [])]
+    if n_src == 2 and all_entries and all(abs(e.snrs[0] + e.snrs[1]) < 1e-9 for e in all_entries):
+        lines.append("  Applied here: speaker 1 at +snr dB and speaker 2 at -snr dB (the two numbers of every "
+                     "line are opposite), so s1 is 2*snr dB louder than s2 (quieter when snr < 0).")
     for split in SPLITS:
         ents = entries.get(split) or []
         if not ents:
@@ -512,6 +516,10 @@ def prepare_wsj0_mix(
         log("mix lists: " + ", ".join(
             f"{s}={len(check.entries[s])}{'' if check.official[s] else ' (NOT official)'}" for s in SPLITS))
         log(snr_convention(check.entries, n_src))
+    else:
+        log("SNR convention (MERL create_wav_%dspeakers.m): the numbers in a file name <utt1>_<snr1>_<utt2>_<snr2>"
+            ".wav are per-source gains in dB over each source's ITU-T P.56 active level (speaker 1 at +snr dB, "
+            "speaker 2 at -snr dB), not a signal-to-noise ratio: s1 is snr1 - snr2 dB louder than s2" % n_src)
 
     resolved = _check_sources(out, root, check, nj, log) if mode == "build" else None
     _claim_output(out, mode, n_src, str(root.resolve()), in_place)

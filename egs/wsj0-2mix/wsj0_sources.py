@@ -15,8 +15,10 @@ WSJ0 (LDC93S6A/B) comes on CD-ROM "discs" (``11-1.1/wsj0/si_tr_s/01t/01to030v.wv
   apart: wsj0-2mix is made from the ``.wv1`` channel only.
 * :func:`resolve_sources` maps mix-list paths (``wsj0/si_tr_s/01t/01to030v.wav``)
   to files and checks every one of them (exists, readable header, 16 kHz,
-  mono, 16 bit) *before* anything is written; all problems are reported at
-  once (:class:`SourceProblems`).
+  mono, 16 bit; a converted wav copy whose SPHERE original lies in the same
+  tree also has its length checked against the header's ``sample_count``)
+  *before* anything is written; all problems are reported at once
+  (:class:`SourceProblems`).
 * :func:`materialise_sources` builds the tree MERL's script expects,
   ``<cache>/wsj0/<subset>/<spk>/<utt>.wav``: a symlink for a file that is
   already a 16-bit PCM wav, a converted copy otherwise (uncompressed SPHERE
@@ -83,6 +85,7 @@ SPH2PIPE_URLS = (
 SPH2PIPE_SHA256 = "5be236dc94ed0a301c5c8a369f849f76799ec7e70f25dfc0521068d9d1d4d3e3"
 
 _AUDIO_SUFFIXES = {".wv1", ".wv2", ".wav", ".flac", ".sph", ".nist"}
+_SPHERE_SUFFIXES = {".wv1", ".sph", ".nist"}
 _WV2_TOKEN = re.compile(r"(^|[^a-z0-9])wv2([^a-z0-9]|$)")
 _MAX_DISCOVERY_DEPTH = 8
 
@@ -301,6 +304,9 @@ class Wsj0Index:
     primary: Dict[Tuple[str, str], Path] = field(default_factory=dict)
     secondary: Dict[Tuple[str, str], Path] = field(default_factory=dict)
     duplicates: int = 0
+    #: the primary-channel SPHERE original of each utterance, when one is there (even if a
+    #: converted wav copy is the file used): converted copies are checked against its sample_count
+    sphere: Dict[Tuple[str, str], Path] = field(default_factory=dict)
 
     def describe(self) -> str:
         parts = []
@@ -411,6 +417,8 @@ def index_wsj0(root: PathLike) -> Wsj0Index:
                     if secondary or dir_secondary:
                         idx.secondary.setdefault(key, p)
                         continue
+                    if p.suffix.lower() in _SPHERE_SUFFIXES:
+                        idx.sphere.setdefault(key, p)
                     old = idx.primary.get(key)
                     if old is None:
                         idx.primary[key] = p
@@ -500,6 +508,25 @@ def _check_one(list_path: str, path: Path) -> Tuple[Optional[ResolvedSource], Op
     return None, f"{path}: neither a wav, FLAC nor NIST SPHERE file"
 
 
+def _check_against_sphere(
+    list_path: str, path: Path, sphere: Optional[Path]
+) -> Tuple[Optional[ResolvedSource], Optional[str]]:
+    """:func:`_check_one`, and for a converted copy (wav/FLAC) whose SPHERE original is there too,
+    its length against that header's ``sample_count`` (a truncated or resampled conversion is refused)."""
+    res, why = _check_one(list_path, path)
+    if res is None or sphere is None or res.kind not in ("wav", "flac") or sphere == path:
+        return res, why
+    try:
+        hdr = read_sphere_header(sphere)
+    except (SphereError, OSError):
+        return res, None  # an unreadable original does not make the copy wrong
+    if hdr.sample_count is not None and res.sample_count is not None and hdr.sample_count != res.sample_count:
+        return None, (f"{path} has {res.sample_count} samples but its SPHERE original {sphere} says "
+                      f"sample_count {hdr.sample_count}: a truncated or wrong conversion (convert it again "
+                      "with sph2pipe, or point --wsj0 at the LDC discs)")
+    return res, None
+
+
 def resolve_sources(
     list_paths: Iterable[str], index: Wsj0Index, nj: int = 1
 ) -> Dict[str, ResolvedSource]:
@@ -511,7 +538,7 @@ def resolve_sources(
     """
     wanted = list(dict.fromkeys(list_paths))
     problems: List[Tuple[str, str]] = []
-    todo: List[Tuple[str, Path]] = []
+    todo: List[Tuple[str, Path, Optional[Path]]] = []
     for lp in wanted:
         try:
             subset, _, utt = split_list_path(lp)
@@ -527,10 +554,10 @@ def resolve_sources(
             else:
                 problems.append((lp, f"not found under {index.root}"))
             continue
-        todo.append((lp, p))
+        todo.append((lp, p, index.sphere.get((subset, utt))))
     resolved: Dict[str, ResolvedSource] = {}
     with ThreadPoolExecutor(max_workers=max(1, min(nj, 8))) as ex:
-        for (lp, _), (res, why) in zip(todo, ex.map(lambda t: _check_one(*t), todo)):
+        for (lp, _, _), (res, why) in zip(todo, ex.map(lambda t: _check_against_sphere(*t), todo)):
             if why:
                 problems.append((lp, why))
             else:
