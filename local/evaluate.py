@@ -394,7 +394,7 @@ def main(argv=None) -> int:
     from asteroid.losses import PITLossWrapper, pairwise_neg_sisdr
 
     from local.data import MixtureDataset, split_dir
-    from local.stage_state import atomic_write_text, is_done, mark_done
+    from local.stage_state import atomic_write_text, is_done, mark_done, same_settings
 
     dc, ec = conf["data"], conf["evaluation"]
     test_set = args.test_set or dc["test_set"]
@@ -410,7 +410,7 @@ def main(argv=None) -> int:
                     + (["stoi"] if ec["compute_stoi"] else []) + (["pesq"] if args.pesq else []))
     settings = {"metrics": metrics_list, "max_utts": args.max_utts, "n_worst": args.n_worst,
                 "output_level": OUTPUT_LEVEL_RULE}
-    if not args.force and is_done(marker, inputs) and _same_settings(marker, settings):
+    if not args.force and is_done(marker, inputs) and same_settings(marker, settings):
         log.info("evaluation is up to date in %s (use --force to redo)", out_dir)
         print((out_dir / "table.md").read_text())
         return 0
@@ -483,13 +483,6 @@ def main(argv=None) -> int:
     mark_done(marker, inputs, settings=settings)
     print(table)
     return 0
-
-
-def _same_settings(marker: Path, settings: dict) -> bool:
-    try:
-        return json.loads(marker.read_text()).get("settings") == settings
-    except (OSError, json.JSONDecodeError):
-        return False
 
 
 if __name__ == "__main__":

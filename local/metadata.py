@@ -30,20 +30,9 @@ def stem_names(n_src: int) -> List[str]:
 
 
 def _write_json_atomic(path: Path, obj) -> None:
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=4)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    from .stage_state import atomic_write_text
+
+    atomic_write_text(path, json.dumps(obj, indent=4) + "\n")
 
 
 def _wavs(folder: Path) -> Dict[str, Path]:

@@ -167,22 +167,9 @@ def parse_mix_list(path: PathLike, n_src: int = 2) -> List[MixEntry]:
 
 def write_mix_list(path: PathLike, entries: Iterable[MixEntry]) -> None:
     """Write ``entries`` in the mix-list format (atomically: temp file + ``os.replace``)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    text = "".join(format_mix_line(e) + "\n" for e in entries)
-    tmp = p.parent / f".{p.name}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    from .stage_state import atomic_write_text
+
+    atomic_write_text(path, "".join(format_mix_line(e) + "\n" for e in entries))
 
 
 # ---------------------------------------------------------------------------

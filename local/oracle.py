@@ -116,7 +116,7 @@ def main(argv=None) -> int:
     from local.config import ConfigError, load_config
     from local.data import MixtureDataset, split_dir
     from local.evaluate import format_table, summarise, utterance_metrics, write_csv_atomic
-    from local.stage_state import atomic_write_text, is_done, mark_done
+    from local.stage_state import atomic_write_text, is_done, mark_done, same_settings
 
     try:
         conf = load_config(args.conf)
@@ -137,7 +137,7 @@ def main(argv=None) -> int:
     for kind in args.kinds:
         out_dir = Path(args.out_dir) / kind / "eval"
         marker = out_dir / ".done"
-        if not args.force and is_done(marker, inputs) and _same_settings(marker, settings):
+        if not args.force and is_done(marker, inputs) and same_settings(marker, settings):
             log.info("%s: up to date in %s (use --force to redo)", kind.upper(), out_dir)
             tables.append((out_dir / "table.md").read_text())
             continue
@@ -161,13 +161,6 @@ def main(argv=None) -> int:
         tables.append(table + "\n")
     print("\n".join(tables), end="")
     return 0
-
-
-def _same_settings(marker: Path, settings: dict) -> bool:
-    try:
-        return json.loads(marker.read_text()).get("settings") == settings
-    except (OSError, json.JSONDecodeError):
-        return False
 
 
 if __name__ == "__main__":

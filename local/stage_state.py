@@ -36,17 +36,39 @@ def is_done(marker: str | Path, inputs: Iterable[str | Path] = ()) -> bool:
         return False
 
 
+def same_settings(marker: str | Path, settings: dict) -> bool:
+    """Whether ``marker`` was written by ``mark_done(..., settings=settings)``."""
+    try:
+        return json.loads(Path(marker).read_text()).get("settings") == settings
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
 def mark_done(marker: str | Path, inputs: Iterable[str | Path] = (), **info) -> None:
     marker = Path(marker)
     marker.parent.mkdir(parents=True, exist_ok=True)
-    tmp = marker.with_name(marker.name + ".tmp")
-    tmp.write_text(json.dumps({"inputs": _fingerprint(inputs), **info}, indent=2))
-    os.replace(tmp, marker)
+    atomic_write_text(marker, json.dumps({"inputs": _fingerprint(inputs), **info}, indent=2))
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` so that readers see the old file or the whole new one, never a part.
+
+    The temporary file lives in the same folder (``os.replace`` is atomic only
+    within one file system), is flushed to disk before the rename, and is
+    removed if anything fails.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise

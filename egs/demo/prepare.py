@@ -73,18 +73,9 @@ _FORMAT = 1  # bump when the output of a step changes for the same settings
 # small helpers
 # ------------------------------------------------------------------------------------------
 def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    from local.stage_state import atomic_write_text
+
+    atomic_write_text(path, text)
 
 
 def _check_marker(marker: Path, config: dict) -> bool:
