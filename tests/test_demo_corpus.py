@@ -319,3 +319,16 @@ def test_vocal_tract_length_scales_frequencies():
 
     assert len(y1) < len(y0)  # read at a higher rate: shorter
     assert strongest_frequency(y1) / strongest_frequency(y0) == pytest.approx(1.1, abs=0.03)
+
+
+def test_inline_preparation_leaves_torch_threads_alone(tmp_path):
+    """Toggling torch's thread count breaks MKL's batched solve later in the process (torch 2.11)."""
+    import torch
+
+    before = torch.get_num_threads()
+    prepare_demo(tmp_path / "demo", seed=3, n_speakers=(2, 2, 2), utts_per_speaker=(2, 2, 2),
+                 n_mixtures=(2, 2, 2), nj=1)
+    assert torch.get_num_threads() == before
+    a = torch.randn(4, 64, 64, dtype=torch.float64)
+    torch.linalg.solve(a @ a.transpose(-1, -2) + torch.eye(64, dtype=torch.float64), torch.ones(4, 64, 1,
+                                                                                                dtype=torch.float64))

@@ -182,16 +182,13 @@ def _run_jobs(func, jobs: List[dict], nj: int, progress: bool, desc: str) -> Lis
     results = []
     with tqdm(total=len(jobs), desc=desc, disable=not progress, unit="spk") as bar:
         if nj == 1 or len(jobs) <= 1:
-            import torch
-
-            n_threads = torch.get_num_threads()
-            torch.set_num_threads(1)
-            try:
-                for job in jobs:
-                    results.append(func(job))
-                    bar.update(1)
-            finally:
-                torch.set_num_threads(n_threads)
+            # torch's thread count is left alone here: with torch 2.11's MKL, lowering it
+            # and raising it again breaks batched torch.linalg.solve for the rest of the
+            # process ("Pivots given to lu_solve must all be greater or equal to 1"),
+            # which the BSS Eval metrics use.
+            for job in jobs:
+                results.append(func(job))
+                bar.update(1)
         else:
             import multiprocessing as mp
 
