@@ -232,10 +232,11 @@ def export_best(exp_dir: Path, checkpoint_cb, conf: dict) -> Path:
     import torch
 
     from local.model import make_model, serialize_model
+    from local.stage_state import atomic_write_text
 
     best_path = checkpoint_cb.best_model_path or checkpoint_cb.last_model_path
     best_k = {k: float(v) for k, v in checkpoint_cb.best_k_models.items()}
-    (exp_dir / "best_k_models.json").write_text(json.dumps(best_k, indent=2))
+    atomic_write_text(exp_dir / "best_k_models.json", json.dumps(best_k, indent=2))
     state = torch.load(best_path, map_location="cpu", weights_only=False)
     model = make_model(conf)
     model.load_state_dict({k[len("model."):]: v for k, v in state["state_dict"].items() if k.startswith("model.")})
@@ -272,7 +273,7 @@ def main(argv=None) -> int:
 
     from local.callbacks import AtomicCheckpointIO, PreemptionCheckpoint, remove_stale_temporaries
     from local.data import SeparationDataModule
-    from local.stage_state import is_done, mark_done
+    from local.stage_state import atomic_write_text, is_done, mark_done
     from local.system import NonFiniteLossError, SeparationSystem
 
     # Under DDP every rank runs this function (Lightning re-launches the command, or
@@ -293,7 +294,7 @@ def main(argv=None) -> int:
         log.info("training already finished in %s (delete %s to train again)", exp_dir, marker)
         return 0
     if is_rank_zero:
-        (exp_dir / "env.json").write_text(json.dumps(environment_info(), indent=2))
+        atomic_write_text(exp_dir / "env.json", json.dumps(environment_info(), indent=2))
         log.info("config:\n%s", json.dumps(conf, indent=1))
 
     pl.seed_everything(tc["seed"], workers=True)

@@ -19,7 +19,7 @@ def test_help_lists_stages_and_options():
     assert res.returncode == 0
     for text in ("0  data preparation", "1  training", "2  evaluation", "3  export",
                  "--stage", "--stop-stage", "--corpus", "--conf", "--tag", "--devices", "--num-workers",
-                 "--exp-dir"):
+                 "--exp-dir", "--wsj0", "--wsj0-2mix", "--ablation"):
         assert text in res.stdout, text
 
 
@@ -29,6 +29,10 @@ def test_help_lists_stages_and_options():
     (["--stage", "x"], "--stage must be a non-negative integer"),
     (["--corpus", "nope"], "--corpus nope: no folder egs/nope"),
     (["--conf", "conf/missing.yml"], "--conf conf/missing.yml: no such file"),
+    (["--wsj0", "/no/such/wsj0"], "--wsj0 /no/such/wsj0: no such folder"),
+    (["--wsj0-2mix", "/no/such/mix"], "--wsj0-2mix /no/such/mix: no such folder"),
+    (["--ablation", "/no/such/confs"], "--ablation /no/such/confs: no such folder of configs"),
+    (["--wsj0"], "option --wsj0 needs a value"),
 ])
 def test_bad_input_is_a_clear_error(args, message):
     res = run_sh(*args)

@@ -79,10 +79,9 @@ def _read_json(path: Path) -> Optional[dict]:
 
 
 def _write_json_atomic(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    from local.stage_state import atomic_write_text
+
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def locate_librimix(path: Path, n_src: Optional[int]) -> tuple[Path, int]:

@@ -87,17 +87,9 @@ class PrepareError(RuntimeError):
 # small helpers
 # ---------------------------------------------------------------------------
 def _write_json_atomic(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if tmp.exists():
-            tmp.unlink()
-        raise
+    from local.stage_state import atomic_write_text
+
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def _read_json(path: Path) -> Optional[dict]:

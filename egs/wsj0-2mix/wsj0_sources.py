@@ -41,7 +41,6 @@ import sys
 import tarfile
 import tempfile
 import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -611,14 +610,10 @@ def find_sph2pipe(explicit: Optional[PathLike] = None, tools_dir: Optional[PathL
 
 
 def _download(url: str, dest: Path, timeout: float = 60.0) -> None:
-    tmp = dest.parent / f".{dest.name}.{os.getpid()}.part"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as fh:
-            shutil.copyfileobj(resp, fh)
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    # One atomic downloader for the folder (merl_lists imports this module lazily, so no cycle).
+    from merl_lists import download
+
+    download(url, dest, timeout=timeout)
 
 
 def build_sph2pipe(
