@@ -32,6 +32,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "num_workers": 2,
         "dynamic_mixing": False,  # remix training sources on the fly (new pairs and gains)
         "dm_snr_range": 2.5,  # dynamic mixing: relative level uniform in [-x, x] dB
+        "dm_speed_range": 0.0,  # dynamic mixing: each source's speed (pitch and formants) x U[1-x, 1+x]
         "train_set": "tr",
         "valid_set": "cv",
         "test_set": "tt",
@@ -84,6 +85,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "num_threads": 0,  # torch CPU threads; 0 = torch's default
         "max_nonfinite_batches": 20,  # NaN/inf-loss batches are skipped; stop after more than this many in a row
         "deterministic": False,  # Lightning's deterministic algorithms (needed for bitwise GPU repeats)
+        "compile": False,  # torch.compile the training forward/backward (falls back to eager without a C++ compiler)
     },
     "evaluation": {
         "n_examples": 5,  # utterances saved as wav for listening

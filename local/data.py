@@ -16,6 +16,7 @@ import pytorch_lightning as pl
 import soundfile as sf
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torchaudio.functional import resample
 
 from local.metadata import read_split_metadata
 
@@ -124,6 +125,12 @@ class DynamicMixingDataset(Dataset):
     so every (epoch, rank, position) gets a different mixture, the mixtures do
     not depend on the number of data-loader workers, and a resumed run makes
     the same mixtures for an epoch as an uninterrupted one.
+
+    Speed perturbation (``speed_range`` > 0): each source is played faster or
+    slower by a factor drawn uniformly from ``1 +- speed_range`` (on a grid of
+    1/100), resampled with torchaudio. That moves its pitch and every formant
+    together, as a different vocal-tract length would, so the network meets
+    more timbres than the corpus has speakers.
     """
 
     def __init__(
@@ -136,28 +143,46 @@ class DynamicMixingDataset(Dataset):
         snr_range: float = 2.5,
         epoch_size: Optional[int] = None,
         seed: int = 0,
+        speed_range: float = 0.0,
     ):
+        if not 0.0 <= speed_range < 0.5:
+            raise ValueError(f"data.dm_speed_range={speed_range} must be in [0, 0.5)")
         base = MixtureDataset(split_path, n_src, sample_rate, segment, min_segment)
         self.sources = [(p, it["n_samples"]) for it in base.items for p in it["sources"]]
         self.n_src = n_src
         self.seg_len = base.seg_len
         self.snr_range = snr_range
+        self.speed_range = speed_range
         self.epoch_size = epoch_size or len(base.items)
         self.seed = seed
 
     def __len__(self) -> int:
         return self.epoch_size
 
-    def _crop(self, rng: np.random.Generator, path: str, n: int) -> np.ndarray:
-        if n > self.seg_len:
-            start = int(rng.integers(0, n - self.seg_len + 1))
-            return _read(path, start, start + self.seg_len)
-        return np.pad(_read(path), (0, self.seg_len - n))
+    def _crop(self, rng: np.random.Generator, path: str, n: int, length: int) -> np.ndarray:
+        if n > length:
+            start = int(rng.integers(0, n - length + 1))
+            return _read(path, start, start + length)
+        return np.pad(_read(path), (0, length - n))
+
+    def _source(self, rng: np.random.Generator, path: str, n: int, percent: int) -> np.ndarray:
+        """A ``seg_len`` crop of one source played at ``percent``/100 of its speed."""
+        if percent == 100:
+            return self._crop(rng, path, n, self.seg_len)
+        # Read enough input for seg_len output samples, then resample percent -> 100.
+        crop = self._crop(rng, path, n, -(-self.seg_len * percent // 100))
+        out = resample(torch.from_numpy(crop), percent, 100).numpy()
+        return np.pad(out, (0, max(0, self.seg_len - out.size)))[: self.seg_len]
 
     def __getitem__(self, key: int):
         rng = np.random.default_rng([self.seed, int(key)])
         picks = rng.choice(len(self.sources), size=self.n_src, replace=False)
-        sources = np.stack([self._crop(rng, *self.sources[i]) for i in picks])
+        percents = [100] * self.n_src
+        if self.speed_range > 0:
+            spread = int(round(100 * self.speed_range))
+            percents = rng.integers(100 - spread, 100 + spread + 1, size=self.n_src).tolist()
+        sources = np.stack([self._source(rng, *self.sources[i], percent)
+                            for i, percent in zip(picks, percents)])
         gains_db = rng.uniform(-self.snr_range, self.snr_range, size=self.n_src)
         gains_db -= gains_db.mean()
         sources = sources * (10.0 ** (gains_db / 20.0))[:, None]
@@ -228,6 +253,7 @@ class SeparationDataModule(pl.LightningDataModule):
                 self.train_set = DynamicMixingDataset(
                     self._dir(c["train_set"]), c["n_src"], c["sample_rate"],
                     c["segment"], c["min_segment"], c["dm_snr_range"], seed=self.seed,
+                    speed_range=c.get("dm_speed_range", 0.0),
                 )
             else:
                 self.train_set = MixtureDataset(

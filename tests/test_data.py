@@ -132,3 +132,40 @@ def test_dynamic_mixing_batches_do_not_depend_on_workers_and_validation_stays_fi
         assert all(torch.equal(a, b) for a, b in zip(*val))
     assert all(torch.equal(a, b) for a, b in zip(batches[0], batches[2]))
     assert not torch.equal(batches[0][0], batches[0, "epoch 1"][0])
+
+
+def _sine_split(root, freq=1000.0, n_utts=4, n=16000, rate=8000):
+    """A split whose every source is a sine of ``freq`` Hz (pitch changes are then easy to read)."""
+    split = root / "wav8k" / "min" / "tr"
+    tone = 0.3 * np.sin(2 * np.pi * freq * np.arange(n) / rate)
+    for i in range(n_utts):
+        for folder, signal in (("s1", tone), ("s2", tone), ("mix", 2 * tone)):
+            (split / folder).mkdir(parents=True, exist_ok=True)
+            sf.write(split / folder / f"u{i}.wav", signal, rate, subtype="PCM_16")
+    write_split_metadata(split, 2)
+    return split
+
+
+def _peak_hz(signal: np.ndarray, rate=8000, pad=32) -> float:
+    spectrum = np.abs(np.fft.rfft(signal * np.hanning(signal.size), pad * signal.size))
+    return float(np.argmax(spectrum)) * rate / (pad * signal.size)
+
+
+def test_speed_perturbation_scales_pitch_by_a_drawn_factor(tmp_path):
+    split = _sine_split(tmp_path)
+    ds = DynamicMixingDataset(split, 2, 8000, segment=0.5, min_segment=0.25, speed_range=0.1, seed=3)
+    percents = []
+    for key in range(10):
+        mix, src = ds[key]
+        assert src.shape == (2, 4000) and torch.allclose(src.sum(0), mix, atol=1e-6)
+        for source in src.numpy():
+            percent = _peak_hz(source) / 10.0  # 1000 Hz played at p/100 of its speed -> 10 p Hz
+            assert abs(percent - round(percent)) < 0.1, percent
+            assert 90 <= round(percent) <= 110
+            percents.append(round(percent))
+    assert len(set(percents)) >= 5  # factors really vary between sources
+    assert torch.equal(ds[4][0], ds[4][0])  # still seeded by key
+    plain = DynamicMixingDataset(split, 2, 8000, segment=0.5, min_segment=0.25, speed_range=0.0)
+    assert abs(_peak_hz(plain[0][1][0].numpy()) - 1000.0) < 1.0
+    with pytest.raises(ValueError, match="dm_speed_range"):
+        DynamicMixingDataset(split, 2, 8000, segment=0.5, min_segment=0.25, speed_range=0.6)
