@@ -1,4 +1,4 @@
-"""Forward+backward time of asteroid's PReLU and gLN layers vs local.fast_ops' versions.
+"""Forward+backward time of asteroid's PReLU, gLN and depthwise conv layers vs local.fast_ops' versions.
 
 Usage:
 
@@ -51,13 +51,19 @@ def main(argv=None) -> int:
     import torch
     from asteroid.masknn.norms import GlobLN
 
-    from local.fast_ops import FastGlobLN, FastPReLU
+    from local.fast_ops import FastDepthwiseConv1d, FastGlobLN, FastPReLU
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     x = torch.randn(args.batch_size, args.channels, args.frames, requires_grad=True)
+    c = args.channels
+    depthwise = dict(kernel_size=3, padding=8, dilation=8, groups=c)  # a TCN block's dilated conv (d=8)
+    dw_ref = torch.nn.Conv1d(c, c, **depthwise)
+    dw_fast = FastDepthwiseConv1d(c, c, **depthwise)
+    dw_fast.load_state_dict(dw_ref.state_dict())
     pairs = [("PReLU", torch.nn.PReLU(), FastPReLU()),
-             ("gLN", GlobLN(args.channels), FastGlobLN(args.channels))]
+             ("gLN", GlobLN(c), FastGlobLN(c)),
+             ("dwconv", dw_ref, dw_fast)]
     print(f"input {tuple(x.shape)}, {torch.get_num_threads()} thread(s), forward+backward per call")
     print(f"{'layer':8s} {'asteroid/torch ms':>18s} {'fast ms':>9s} {'speed-up':>9s}")
     for name, ref, fast in pairs:

@@ -5,7 +5,7 @@ import torch
 from asteroid.masknn.norms import GlobLN
 from torch import nn
 
-from local.fast_ops import FastGlobLN, FastPReLU, use_fast_ops
+from local.fast_ops import FastDepthwiseConv1d, FastGlobLN, FastPReLU, use_fast_ops
 from local.model import ConvTasNetVariant
 
 
@@ -50,11 +50,29 @@ def test_fast_global_layer_norm_matches_asteroid(shape):
     _assert_same(_forward_backward(ref, x, grad), _forward_backward(new, x, grad), atol=2e-5)
 
 
+@pytest.mark.parametrize("taps,dilation,causal,bias", [(3, 1, False, True), (3, 8, False, True),
+                                                      (3, 4, True, True), (5, 2, False, False)])
+def test_fast_depthwise_conv_matches_torch(taps, dilation, causal, bias):
+    gen = torch.Generator().manual_seed(2)
+    # asteroid's Conv1DBlock pads (P-1)*d/2 each side, or (P-1)*d when causal (and chops the end).
+    pad = (taps - 1) * dilation if causal else (taps - 1) * dilation // 2
+    ref = nn.Conv1d(6, 6, taps, padding=pad, dilation=dilation, groups=6, bias=bias)
+    new = FastDepthwiseConv1d(6, 6, taps, padding=pad, dilation=dilation, groups=6, bias=bias)
+    new.load_state_dict(ref.state_dict())
+    x = torch.randn(3, 6, 70, generator=gen)
+    grad = torch.randn(ref(x).shape, generator=gen)
+    _assert_same(_forward_backward(ref, x, grad), _forward_backward(new, x, grad), atol=1e-5)
+
+
 def test_swap_keeps_parameters_and_leaves_other_layers():
-    block = nn.Sequential(nn.Conv1d(4, 8, 1), nn.PReLU(), GlobLN(8), nn.ReLU())
+    block = nn.Sequential(nn.Conv1d(4, 8, 1), nn.PReLU(), GlobLN(8), nn.ReLU(),
+                          nn.Conv1d(8, 8, 3, padding=2, dilation=2, groups=8),
+                          nn.Conv1d(8, 8, 3, padding=1, groups=4),  # grouped, not depthwise: kept
+                          nn.Conv1d(8, 8, 3, stride=2, groups=8))  # strided: kept
     before = {k: v.clone() for k, v in block.state_dict().items()}
     use_fast_ops(block)
-    assert [type(m) for m in block] == [nn.Conv1d, FastPReLU, FastGlobLN, nn.ReLU]
+    assert [type(m) for m in block] == [nn.Conv1d, FastPReLU, FastGlobLN, nn.ReLU, FastDepthwiseConv1d,
+                                        nn.Conv1d, nn.Conv1d]
     after = block.state_dict()
     assert after.keys() == before.keys()
     assert all(torch.equal(after[k], before[k]) for k in before)
@@ -69,7 +87,7 @@ def test_model_uses_fast_layers_and_matches_stock_asteroid():
     ours = ConvTasNetVariant(2, **kwargs).eval()
     kinds = {type(m) for m in ours.modules()}
     assert nn.PReLU not in kinds and GlobLN not in kinds
-    assert FastPReLU in kinds and FastGlobLN in kinds
+    assert FastPReLU in kinds and FastGlobLN in kinds and FastDepthwiseConv1d in kinds
     stock = ConvTasNet(2, **kwargs).eval()
     stock.load_state_dict(ours.state_dict())  # the same parameter names
     mix = torch.randn(2, 4000, generator=torch.Generator().manual_seed(3))
@@ -78,12 +96,12 @@ def test_model_uses_fast_layers_and_matches_stock_asteroid():
 
 
 def test_fast_layers_script():
-    layers = nn.Sequential(FastPReLU(), FastGlobLN(8))
+    layers = nn.Sequential(FastPReLU(), FastGlobLN(8), FastDepthwiseConv1d(8, 8, 3, padding=2, dilation=2, groups=8))
     x = torch.randn(2, 8, 30)
     torch.testing.assert_close(torch.jit.script(layers)(x), layers(x))
 
 
-def test_benchmark_script_prints_both_layers(capsys):
+def test_benchmark_script_prints_every_layer(capsys):
     import importlib.util
     from pathlib import Path
 
@@ -94,5 +112,5 @@ def test_benchmark_script_prints_both_layers(capsys):
     assert bench.main(["--batch-size", "1", "--channels", "4", "--frames", "20", "--calls", "2",
                        "--repeats", "1"]) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
-    assert [r[0] for r in rows] == ["PReLU", "gLN"]
+    assert [r[0] for r in rows] == ["PReLU", "gLN", "dwconv"]
     assert all(float(r[1]) > 0 and float(r[2]) > 0 and r[3].endswith("x") for r in rows)
