@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.timing import median_ms  # noqa: E402
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -46,18 +47,6 @@ def make_step(model, forward, loss_func, mix, sources):
         return float(loss)
 
     return step
-
-
-def time_steps(step, steps: int, repeats: int) -> float:
-    for _ in range(3):  # warm-up: allocator, kernels
-        step()
-    rounds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        rounds.append((time.perf_counter() - start) / steps * 1000)
-    return statistics.median(rounds)
 
 
 def main(argv=None) -> int:
@@ -94,8 +83,8 @@ def main(argv=None) -> int:
     print(f"first compiled forward (compilation): {first:.1f} s; loss eager {ref:.6f}, compiled {got:.6f}")
     if abs(ref - got) > 1e-3 * max(1.0, abs(ref)):
         raise SystemExit("error: the compiled model does not compute the eager model's loss")
-    t_eager = time_steps(make_step(eager, eager, loss_func, mix, sources), args.steps, args.repeats)
-    t_comp = time_steps(make_step(compiled_model, forward, loss_func, mix, sources), args.steps, args.repeats)
+    t_eager = median_ms(make_step(eager, eager, loss_func, mix, sources), args.steps, args.repeats)
+    t_comp = median_ms(make_step(compiled_model, forward, loss_func, mix, sources), args.steps, args.repeats)
     print(f"{'':10s} {'ms/step':>9s} {'steps/s':>8s}")
     print(f"{'eager':10s} {t_eager:9.1f} {1000 / t_eager:8.2f}")
     print(f"{'compiled':10s} {t_comp:9.1f} {1000 / t_comp:8.2f}")

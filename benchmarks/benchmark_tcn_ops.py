@@ -13,12 +13,12 @@ speed-up. The whole-step effect on a model is measured by
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.timing import median_ms  # noqa: E402
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -34,15 +34,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 def time_layer(layer, x, calls: int, repeats: int) -> float:
     grad = torch.ones_like(x)
-    for _ in range(3):  # warm-up: allocator and kernels
-        layer(x).backward(grad)
-    rounds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(calls):
-            layer(x).backward(grad)
-        rounds.append((time.perf_counter() - start) / calls * 1000)
-    return statistics.median(rounds)
+    return median_ms(lambda: layer(x).backward(grad), calls, repeats)
 
 
 def main(argv=None) -> int:

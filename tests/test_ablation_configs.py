@@ -73,11 +73,18 @@ def test_paper_base_is_the_15m_model_trained_as_in_the_paper():
 def test_demo_base_scales_the_paper_base_down_and_trains_like_demo():
     demo, paper = load_config(REPO / "conf/demo.yml"), load_config(REPO / "conf/ablation/base.yml")
     small = load_config(REPO / "conf/ablation_demo/base.yml")
-    assert load_raw(REPO / "conf/ablation_demo/base.yml")["data"] == load_raw(REPO / "conf/demo.yml")["data"]
-    for section in ("data", "optim", "scheduler", "evaluation"):
-        assert small[section] == demo[section], section
-    # the same training settings on a shorter budget (seven rows must fit on a CPU)
-    assert {**small["training"], "epochs": None} == {**demo["training"], "epochs": None}
+    # The settings of the committed table (docs/ablation_demo/) are pinned, so that retuning
+    # demo.yml does not silently change what the table's command computes.
+    pinned = {("data", "dm_speed_range"): 0.0, ("optim", "lr"): 2e-3, ("training", "compile"): False}
+    for (section, key), value in pinned.items():
+        assert small[section][key] == value, (section, key)
+
+    def rest(conf, section):
+        return {k: v for k, v in conf[section].items() if (section, k) not in pinned and k != "epochs"}
+
+    # otherwise demo.yml's data, optimiser, schedule and training, on a shorter budget
+    for section in ("data", "optim", "scheduler", "evaluation", "training"):
+        assert rest(small, section) == rest(demo, section), section
     assert 0 < small["training"]["epochs"] < demo["training"]["epochs"]
     # widths halved, ratios kept; depth, kernel and window as in the paper
     for key in ("n_filters",):

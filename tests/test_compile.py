@@ -66,3 +66,20 @@ def test_without_a_cxx_compiler_training_runs_eagerly_and_says_so(monkeypatch, c
     with caplog.at_level("WARNING", logger="local.system"):
         assert compile_forward(system.model) is None
     assert "no C++ compiler" in caplog.text and "training.compile" in caplog.text
+
+
+@needs_cxx
+def test_benchmark_script_prints_both_timings_and_checks_the_loss(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "benchmark_compile.py"
+    spec = importlib.util.spec_from_file_location("benchmark_compile", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--conf", MICRO, "--steps", "1", "--repeats", "1", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.split()[:1] in (["eager"], ["compiled"])}
+    assert set(rows) == {"eager", "compiled"}
+    assert all(float(ms) > 0 and float(rate) > 0 for ms, rate in rows.values())
+    assert "speed-up:" in out and "loss eager" in out
