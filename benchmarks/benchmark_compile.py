@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     with torch.no_grad():
         ref = float(loss_func(eager(mix), sources))
     start = time.perf_counter()
-    got = float(loss_func(forward(mix), sources))
+    got = float(loss_func(forward(mix), sources).detach())
     first = time.perf_counter() - start
     print(f"{args.conf} {' '.join(args.overrides)}: {eager.n_parameters() / 1e6:.2f}M parameters, "
           f"batch {batch} x {conf['data']['segment']} s, {torch.get_num_threads()} thread(s)")

@@ -61,9 +61,9 @@ def compile_forward(model: torch.nn.Module):
     """``model.forward`` compiled with ``torch.compile``, or ``None`` (logged) when it cannot be.
 
     Compiling fuses the TCN's many small element-wise ops (PReLU, norms, residual
-    sums) into a few kernels: a demo training step on 2 CPU threads goes from
-    158 ms to 112 ms (``benchmarks/benchmark_compile.py``). The first step pays
-    the compilation (about 30 s on 2 cores; cached under /tmp afterwards).
+    sums, the shifted-sum depthwise convolutions) into a few kernels: a demo training
+    step on 2 CPU threads goes from 125 ms to 78 ms (``benchmarks/benchmark_compile.py``).
+    The first step pays the compilation (about 40 s on 2 cores; cached under /tmp afterwards).
     A graph that fails to compile runs eagerly instead of stopping training.
     """
     if not has_cxx_compiler():
