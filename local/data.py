@@ -16,7 +16,7 @@ import pytorch_lightning as pl
 import soundfile as sf
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
-from torchaudio.functional import resample
+from torchaudio.transforms import Resample
 
 from local.metadata import read_split_metadata
 
@@ -165,13 +165,20 @@ class DynamicMixingDataset(Dataset):
             return _read(path, start, start + length)
         return np.pad(_read(path), (0, length - n))
 
+    def _resampler(self, percent: int) -> Resample:
+        """torchaudio's resampler percent -> 100, its sinc kernel computed once per factor (and worker)."""
+        cache = self.__dict__.setdefault("_resamplers", {})
+        if percent not in cache:
+            cache[percent] = Resample(percent, 100)
+        return cache[percent]
+
     def _source(self, rng: np.random.Generator, path: str, n: int, percent: int) -> np.ndarray:
         """A ``seg_len`` crop of one source played at ``percent``/100 of its speed."""
         if percent == 100:
             return self._crop(rng, path, n, self.seg_len)
         # Read enough input for seg_len output samples, then resample percent -> 100.
         crop = self._crop(rng, path, n, -(-self.seg_len * percent // 100))
-        out = resample(torch.from_numpy(crop), percent, 100).numpy()
+        out = self._resampler(percent)(torch.from_numpy(crop)).numpy()
         return np.pad(out, (0, max(0, self.seg_len - out.size)))[: self.seg_len]
 
     def __getitem__(self, key: int):
