@@ -266,7 +266,7 @@ def main(argv=None) -> int:
 
     import pytorch_lightning as pl
     import torch
-    from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+    from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
     from pytorch_lightning.utilities import rank_zero_only
     from pytorch_lightning.utilities.exceptions import SIGTERMException
@@ -312,6 +312,10 @@ def main(argv=None) -> int:
                                  save_top_k=tc["save_top_k"], save_last=True, verbose=False)
     preemption = PreemptionCheckpoint(checkpoint)
     callbacks = [checkpoint, preemption, LearningRateMonitor(logging_interval="epoch")]
+    if not args.no_progress_bar:
+        # Redrawing the bar (and formatting its metrics) at every step cost ~6 ms of a
+        # ~100 ms CPU demo step; every 10th step is as readable.
+        callbacks.append(TQDMProgressBar(refresh_rate=10))
     if tc["early_stop_patience"] > 0:
         callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=tc["early_stop_patience"]))
     loggers = [CSVLogger(exp_dir, name="logs", version="")]
