@@ -215,6 +215,9 @@ def _check_values(conf: dict, source: str) -> None:
         raise ConfigError(f"{source}: data.mode must be 'min' or 'max'")
     if data["n_src"] < 1:
         raise ConfigError(f"{source}: data.n_src must be positive")
+    if not 0.0 <= data["dm_speed_range"] < 0.5:
+        raise ConfigError(f"{source}: data.dm_speed_range={data['dm_speed_range']} must be in [0, 0.5) "
+                          "(0.1 plays each training source at 0.9-1.1 of its speed)")
     if fb["stride"] <= 0 or fb["stride"] > fb["kernel_size"]:
         raise ConfigError(f"{source}: filterbank.stride must be in 1..kernel_size")
     if fb["who_is_pinv"] is not None and fb["n_filters"] < fb["kernel_size"]:

@@ -153,6 +153,7 @@ class DynamicMixingDataset(Dataset):
         self.seg_len = base.seg_len
         self.snr_range = snr_range
         self.speed_range = speed_range
+        self._resamplers: dict[int, Resample] = {}  # filled lazily, per data-loader worker
         self.epoch_size = epoch_size or len(base.items)
         self.seed = seed
 
@@ -167,10 +168,9 @@ class DynamicMixingDataset(Dataset):
 
     def _resampler(self, percent: int) -> Resample:
         """torchaudio's resampler percent -> 100, its sinc kernel computed once per factor (and worker)."""
-        cache = self.__dict__.setdefault("_resamplers", {})
-        if percent not in cache:
-            cache[percent] = Resample(percent, 100)
-        return cache[percent]
+        if percent not in self._resamplers:
+            self._resamplers[percent] = Resample(percent, 100)
+        return self._resamplers[percent]
 
     def _source(self, rng: np.random.Generator, path: str, n: int, percent: int) -> np.ndarray:
         """A ``seg_len`` crop of one source played at ``percent``/100 of its speed."""
@@ -260,7 +260,7 @@ class SeparationDataModule(pl.LightningDataModule):
                 self.train_set = DynamicMixingDataset(
                     self._dir(c["train_set"]), c["n_src"], c["sample_rate"],
                     c["segment"], c["min_segment"], c["dm_snr_range"], seed=self.seed,
-                    speed_range=c.get("dm_speed_range", 0.0),
+                    speed_range=c["dm_speed_range"],
                 )
             else:
                 self.train_set = MixtureDataset(

@@ -57,6 +57,9 @@ def test_overrides_parse_like_yaml(tmp_path):
     ({"optim": {"lr": "fast"}}, "optim.lr='fast' should be float"),
     ({"masknet": {"causal": True, "norm_type": "gLN"}}, "causal"),
     ({"data": {"sample_rate": 44100}}, "data.sample_rate"),
+    ({"data": {"dm_speed_range": 0.7}}, r"data.dm_speed_range=0.7 must be in \[0, 0.5\)"),
+    ({"data": {"dm_speed_range": -0.1}}, "data.dm_speed_range"),
+    ({"training": {"compile": "yes"}}, "training.compile='yes' should be bool"),
     ({"filterbank": {"who_is_pinv": "encoder", "n_filters": 8, "kernel_size": 16}}, "n_filters >= kernel_size"),
 ])
 def test_bad_configs_name_the_problem(tmp_path, content, message):

@@ -67,7 +67,7 @@ def test_dynamic_mixing_makes_new_mixtures_that_sum(tmp_path):
 
 def test_datamodule_missing_corpus_says_what_to_run(tmp_path):
     conf = {"sample_rate": 8000, "mode": "min", "n_src": 2, "segment": 0.5, "min_segment": 0.25,
-            "batch_size": 2, "num_workers": 0, "dynamic_mixing": False, "dm_snr_range": 2.5,
+            "batch_size": 2, "num_workers": 0, "dynamic_mixing": False, "dm_snr_range": 2.5, "dm_speed_range": 0.0,
             "train_set": "tr", "valid_set": "cv", "test_set": "tt"}
     dm = SeparationDataModule(tmp_path, conf)
     with pytest.raises(FileNotFoundError, match="run data preparation first"):
@@ -77,7 +77,7 @@ def test_datamodule_missing_corpus_says_what_to_run(tmp_path):
 
 def _dm_conf(**changes):
     conf = {"sample_rate": 8000, "mode": "min", "n_src": 2, "segment": 0.25, "min_segment": 0.25,
-            "batch_size": 2, "num_workers": 0, "dynamic_mixing": True, "dm_snr_range": 2.5,
+            "batch_size": 2, "num_workers": 0, "dynamic_mixing": True, "dm_snr_range": 2.5, "dm_speed_range": 0.0,
             "train_set": "tr", "valid_set": "tr", "test_set": "tr"}
     return {**conf, **changes}
 
