@@ -74,6 +74,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "gradient_clip_val": 5.0,
         "early_stop_patience": 10,  # epochs; 0 disables early stopping
         "save_top_k": 5,
+        "average_best_k": 1,  # best_model.pth = mean weights of the k best checkpoints (1: the best one)
         "seed": 0,
         "accelerator": "auto",
         "devices": "auto",
@@ -218,6 +219,13 @@ def _check_values(conf: dict, source: str) -> None:
     if not 0.0 <= data["dm_speed_range"] < 0.5:
         raise ConfigError(f"{source}: data.dm_speed_range={data['dm_speed_range']} must be in [0, 0.5) "
                           "(0.1 plays each training source at 0.9-1.1 of its speed)")
+    tc = conf["training"]
+    if tc["average_best_k"] < 1:
+        raise ConfigError(f"{source}: training.average_best_k={tc['average_best_k']} must be at least 1 "
+                          "(1 keeps the best checkpoint)")
+    if 0 <= tc["save_top_k"] < tc["average_best_k"]:
+        raise ConfigError(f"{source}: training.average_best_k={tc['average_best_k']} needs at least that many "
+                          f"checkpoints kept, but training.save_top_k={tc['save_top_k']}")
     if fb["stride"] <= 0 or fb["stride"] > fb["kernel_size"]:
         raise ConfigError(f"{source}: filterbank.stride must be in 1..kernel_size")
     if fb["who_is_pinv"] is not None and fb["n_filters"] < fb["kernel_size"]:

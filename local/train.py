@@ -27,7 +27,8 @@ Writes into the experiment folder:
     checkpoints/          best-k checkpoints on val_loss and last.ckpt (resumed from on re-run)
     logs/                 CSV (and TensorBoard) logs
     best_k_models.json    {checkpoint path: val_loss}
-    best_model.pth        asteroid ``serialize`` package of the best checkpoint
+    best_model.pth        asteroid ``serialize`` package of the best checkpoint (or the mean of
+                          the ``training.average_best_k`` best)
     training_curves.png   training and validation SI-SNR per epoch (local.curves; .csv beside it)
 """
 
@@ -228,20 +229,32 @@ def resume_checkpoint(exp_dir: Path) -> Optional[str]:
 
 
 def export_best(exp_dir: Path, checkpoint_cb, conf: dict) -> Path:
-    """best_model.pth (asteroid serialize format) + best_k_models.json from the checkpoints."""
+    """best_model.pth (asteroid serialize format) + best_k_models.json from the checkpoints.
+
+    The weights are those of the best checkpoint, or with ``training.average_best_k`` > 1
+    the mean of the k best (fewer if fewer were kept; see ``local.checkpoint_average``).
+    """
     import torch
 
+    from local.checkpoint_average import average_state_dicts, best_k_paths
     from local.model import make_model, serialize_model
     from local.stage_state import atomic_write_text
 
-    best_path = checkpoint_cb.best_model_path or checkpoint_cb.last_model_path
     best_k = {k: float(v) for k, v in checkpoint_cb.best_k_models.items()}
     atomic_write_text(exp_dir / "best_k_models.json", json.dumps(best_k, indent=2))
-    state = torch.load(best_path, map_location="cpu", weights_only=False)
+    chosen = best_k_paths(best_k, conf["training"]["average_best_k"]) if best_k else []
+    if not chosen:  # no validation score was ever recorded
+        chosen = [checkpoint_cb.best_model_path or checkpoint_cb.last_model_path]
+    states = [torch.load(p, map_location="cpu", weights_only=False)["state_dict"] for p in chosen]
+    state = average_state_dicts(states) if len(states) > 1 else states[0]
     model = make_model(conf)
-    model.load_state_dict({k[len("model."):]: v for k, v in state["state_dict"].items() if k.startswith("model.")})
-    package = serialize_model(model, training_config=conf, checkpoint=os.path.relpath(best_path, exp_dir),
-                              val_loss=best_k.get(best_path))
+    model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
+    rel = [os.path.relpath(p, exp_dir) for p in chosen]
+    infos = dict(checkpoint=rel[0], val_loss=best_k.get(chosen[0]))
+    if len(chosen) > 1:
+        infos["averaged_checkpoints"] = rel
+        log.info("best_model.pth: weights averaged over the %d best checkpoints: %s", len(rel), ", ".join(rel))
+    package = serialize_model(model, training_config=conf, **infos)
     out = exp_dir / "best_model.pth"
     tmp = out.with_name(out.name + ".tmp")
     torch.save(package, tmp)
