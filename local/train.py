@@ -242,11 +242,12 @@ def export_best(exp_dir: Path, checkpoint_cb, conf: dict) -> Path:
 
     best_k = {k: float(v) for k, v in checkpoint_cb.best_k_models.items()}
     atomic_write_text(exp_dir / "best_k_models.json", json.dumps(best_k, indent=2))
-    chosen = best_k_paths(best_k, conf["training"]["average_best_k"]) if best_k else []
-    if not chosen:  # no validation score was ever recorded
-        chosen = [checkpoint_cb.best_model_path or checkpoint_cb.last_model_path]
-    states = [torch.load(p, map_location="cpu", weights_only=False)["state_dict"] for p in chosen]
-    state = average_state_dicts(states) if len(states) > 1 else states[0]
+    # Without any validation score, the callback's own choice (its last checkpoint).
+    chosen = (best_k_paths(best_k, conf["training"]["average_best_k"])
+              or [checkpoint_cb.best_model_path or checkpoint_cb.last_model_path])
+    # The mean of one checkpoint is that checkpoint exactly (float32 -> float64 -> float32).
+    state = average_state_dicts([torch.load(p, map_location="cpu", weights_only=False)["state_dict"]
+                                 for p in chosen])
     model = make_model(conf)
     model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
     rel = [os.path.relpath(p, exp_dir) for p in chosen]
