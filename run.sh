@@ -31,12 +31,15 @@ devices=            # Lightning devices for training (e.g. 1, 4, auto); default:
 num_workers=        # data-loader workers for training; default: from the config
 nj=2                # parallel jobs for data preparation and evaluation
 prep_opts=          # extra options passed verbatim to egs/<corpus>/prepare.sh
-inputs=             # stage 4: files or folders to separate; default: one test mixture
+inputs=()           # stage 4: --inputs PATH, repeatable (a file or a folder each); default: one test mixture
 wsj0=               # wsj0-2mix: the LDC WSJ0 folder (passed to egs/wsj0-2mix/prepare.sh --wsj0)
 wsj0_2mix=          # wsj0-2mix: an existing wsj0-2mix folder to validate and index instead
 ablation=           # a folder of configs: run the ablation study (run_ablation.sh) instead
 force=false         # redo stages even if they are up to date
-overrides=()        # --set section.key=value, repeatable: config overrides for training
+overrides=()        # --set section.key=value, repeatable: config overrides (training; evaluation.* also stage 2)
+last_stage=4        # the stages are 0..last_stage
+given=()            # options given on the command line, for --ablation's pass-through check
+cmdline=$(printf '%q ' "$0" "$@")  # recorded before the options are shifted away
 
 corpora() {  # corpus folders: those with a prepare.sh
   local d; for d in egs/*/prepare.sh; do d=${d%/prepare.sh}; printf '%s ' "${d#egs/}"; done
@@ -59,11 +62,13 @@ Options (default in brackets):
   --nj N               data-preparation and evaluation jobs [$nj]
   --prep-opts "..."    extra options for egs/<corpus>/prepare.sh (see its --help)
   --set KEY=VALUE      config override, e.g. --set optim.lr=5e-4 (repeatable)
-  --inputs "F ..."     stage 4: wav files or folders to separate [one test mixture]
+  --inputs PATH        stage 4: a wav file or folder to separate, repeatable [one test mixture]
   --wsj0 DIR           wsj0-2mix corpus: your LDC WSJ0 copy (SPHERE or wav)
   --wsj0-2mix DIR      wsj0-2mix corpus: an existing wsj0-2mix folder (validated, indexed)
-  --ablation DIR       run the encoder/decoder study on every config in DIR (see run_ablation.sh)
-  --force              redo stages that are already done
+  --ablation DIR       run the encoder/decoder study on every config in DIR (see run_ablation.sh);
+                       --set, --devices, --num-workers, --nj, --data-dir, --prep-opts, --wsj0,
+                       --wsj0-2mix and --force go to every run of the study
+  --force              redo stages that are already done (stage 1: train again from scratch)
   -h, --help           this help
 EOF
 }
@@ -73,6 +78,7 @@ need_value() {  # option, remaining-arg-count
 }
 
 while [ $# -gt 0 ]; do
+  [[ $1 == --* ]] && given+=("$1")
   case $1 in
     --stage) need_value "$1" $#; stage=$2; shift 2 ;;
     --stop-stage|--stop_stage) need_value "$1" $#; stop_stage=$2; shift 2 ;;
@@ -86,7 +92,7 @@ while [ $# -gt 0 ]; do
     --nj) need_value "$1" $#; nj=$2; shift 2 ;;
     --prep-opts) need_value "$1" $#; prep_opts=$2; shift 2 ;;
     --set) need_value "$1" $#; overrides+=("--set" "$2"); shift 2 ;;
-    --inputs) need_value "$1" $#; inputs=$2; shift 2 ;;
+    --inputs) need_value "$1" $#; inputs+=("$2"); shift 2 ;;
     --wsj0) need_value "$1" $#; wsj0=$2; shift 2 ;;
     --wsj0-2mix) need_value "$1" $#; wsj0_2mix=$2; shift 2 ;;
     --ablation) need_value "$1" $#; ablation=$2; shift 2 ;;
@@ -99,28 +105,56 @@ done
 for name in stage stop_stage nj; do
   [[ ${!name} =~ ^[0-9]+$ ]] || die "--${name//_/-} must be a non-negative integer, got '${!name}'"
 done
+[ "$stage" -le "$last_stage" ] || die "--stage $stage: there is no such stage (the stages are 0-$last_stage)"
+[ "$stop_stage" -ge "$stage" ] || die "--stop-stage $stop_stage is before --stage $stage: nothing would run"
+[ "$nj" -ge 1 ] || die "--nj must be at least 1"
+# A name, not a path: a tag such as ../../etc would put the experiment outside exp/.
+name_re='^[A-Za-z0-9][A-Za-z0-9._+-]*$'
+[[ $corpus =~ $name_re ]] || die "--corpus '$corpus' must be a folder name under egs/ (one of: $(corpora))"
 [ -d "egs/$corpus" ] || die "--corpus $corpus: no folder egs/$corpus (choose one of: $(corpora))"
 [ -x "egs/$corpus/prepare.sh" ] || die "egs/$corpus/prepare.sh is missing or not executable"
+if [ -n "$tag" ] && { ! [[ $tag =~ $name_re ]] || [[ $tag == *..* ]]; }; then
+  die "--tag '$tag' must be a plain name (letters, digits, . _ + -, no '/' or '..'); use --exp-dir for a path"
+fi
 if [ -n "$ablation" ]; then
   [ -d "$ablation" ] || die "--ablation $ablation: no such folder of configs"
-  log "ablation study: exec run_ablation.sh --confs $ablation --corpus $corpus"
-  exec ./run_ablation.sh --confs "$ablation" --corpus "$corpus" --stage "$stage" --stop-stage "$stop_stage"
+  for opt in "${given[@]}"; do
+    case $opt in
+      --conf|--tag|--exp-dir|--inputs) die "$opt has no meaning with --ablation (each config of $ablation is its own experiment under exp/<corpus>/)" ;;
+    esac
+  done
+  pass=("${overrides[@]}")
+  [ -n "$devices" ] && pass+=(--devices "$devices")
+  [ -n "$num_workers" ] && pass+=(--num-workers "$num_workers")
+  [ -n "$data_dir" ] && pass+=(--data-dir "$data_dir")
+  [ -n "$prep_opts" ] && pass+=(--prep-opts "$prep_opts")
+  [ -n "$wsj0" ] && pass+=(--wsj0 "$wsj0")
+  [ -n "$wsj0_2mix" ] && pass+=(--wsj0-2mix "$wsj0_2mix")
+  $force && pass+=(--force)
+  log "ablation study: exec run_ablation.sh --confs $ablation --corpus $corpus ${pass[*]}"
+  exec ./run_ablation.sh --confs "$ablation" --corpus "$corpus" --stage "$stage" --stop-stage "$stop_stage" \
+    --nj "$nj" "${pass[@]}"
 fi
 [ -f "$conf" ] || die "--conf $conf: no such file (configs live in conf/)"
+prep_args=()  # each path one word, whatever spaces it holds
 if [ -n "$wsj0" ]; then
   [ -d "$wsj0" ] || die "--wsj0 $wsj0: no such folder (point it at your LDC WSJ0 copy)"
-  prep_opts="$prep_opts --wsj0 $wsj0"
+  prep_args+=(--wsj0 "$wsj0")
 fi
 if [ -n "$wsj0_2mix" ]; then
   [ -d "$wsj0_2mix" ] || die "--wsj0-2mix $wsj0_2mix: no such folder"
-  prep_opts="$prep_opts --wsj0-2mix $wsj0_2mix"
+  prep_args+=(--wsj0-2mix "$wsj0_2mix")
 fi
+for input in "${inputs[@]}"; do
+  [ -e "$input" ] || die "--inputs $input: no such file or folder"
+done
 tag=${tag:-$(basename "${conf%.*}")}
 data_dir=${data_dir:-data/$corpus}
 exp_dir=${exp_dir:-exp/$corpus/$tag}
 force_opt=(); $force && force_opt=(--force)
+runs() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }  # whether stage $1 is in this run
 
-log "$0 $*"
+log "$cmdline"
 log "corpus=$corpus conf=$conf data_dir=$data_dir exp_dir=$exp_dir stages $stage..$stop_stage"
 start_time=$SECONDS
 
@@ -128,51 +162,69 @@ tools/setup_env.sh
 python=$root/.venv/bin/python
 export PYTHONPATH=$root${PYTHONPATH:+:$PYTHONPATH}
 
-run_logged() {  # logfile, command...: run, keep a copy of the output, fail with the log's name
-  local logfile=$1; shift
-  mkdir -p "$(dirname "$logfile")"
-  if ! "$@" 2>&1 | tee "$logfile"; then
+run_logged() {  # logdir, name, command...: run, keep this run's output as logdir/name.<time>.log
+  # Every run keeps its own log (a skipped or failed re-run never overwrites a finished
+  # run's); name.log links to the newest. Each log starts with run.sh's command line.
+  local logdir=$1 name=$2; shift 2
+  local logfile=$logdir/$name.$(date +%Y%m%d-%H%M%S).$$.log
+  mkdir -p "$logdir"
+  if [ -f "$logdir/$name.log" ] && [ ! -L "$logdir/$name.log" ]; then  # a log from before this layout
+    mv "$logdir/$name.log" "$logdir/$name.$(date -r "$logdir/$name.log" +%Y%m%d-%H%M%S).log"
+  fi
+  printf '# %s\n# stage command: %s\n' "$cmdline" "$*" > "$logfile"
+  ln -sfn "$(basename "$logfile")" "$logdir/$name.log"
+  if ! "$@" 2>&1 | tee -a "$logfile"; then
     die "failed: $* (log: $logfile)"
   fi
 }
 
-if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
+train_opts=("${overrides[@]}")
+[ -n "$devices" ] && train_opts+=(--devices "$devices")
+[ -n "$num_workers" ] && train_opts+=(--num-workers "$num_workers")
+if runs 1 || runs 2 || runs 3; then
+  # The whole config (with --set and the device options) is checked before any stage runs, and
+  # so is the experiment folder: settings that would not reach a trained model are refused.
+  check_opts=()
+  $force && runs 1 && check_opts+=(--force)
+  "$python" -m local.train --check-only --conf "$conf" --data-dir "$data_dir" --exp-dir "$exp_dir" \
+    "${train_opts[@]}" "${check_opts[@]}" || die "bad configuration (see the line above); nothing was run"
+fi
+
+if runs 0; then
   log "Stage 0: data preparation ($corpus -> $data_dir)"
   # shellcheck disable=SC2086  # prep_opts is a list of options by design
-  run_logged "$data_dir/logs/prepare.log" \
-    "egs/$corpus/prepare.sh" --out "$data_dir" --nj "$nj" "${force_opt[@]}" $prep_opts
+  run_logged "$data_dir/logs" prepare \
+    "egs/$corpus/prepare.sh" --out "$data_dir" --nj "$nj" "${force_opt[@]}" "${prep_args[@]}" $prep_opts
 fi
 
-if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
+if runs 1; then
   log "Stage 1: training ($conf -> $exp_dir)"
-  train_opts=("${overrides[@]}")
-  [ -n "$devices" ] && train_opts+=(--devices "$devices")
-  [ -n "$num_workers" ] && train_opts+=(--num-workers "$num_workers")
-  if $force; then rm -f "$exp_dir/.train.done"; fi
-  run_logged "$exp_dir/logs/train.log" \
-    "$python" -m local.train --conf "$conf" --data-dir "$data_dir" --exp-dir "$exp_dir" "${train_opts[@]}"
+  run_logged "$exp_dir/logs" train \
+    "$python" -m local.train --conf "$conf" --data-dir "$data_dir" --exp-dir "$exp_dir" "${train_opts[@]}" \
+    "${force_opt[@]}"
 fi
 
-if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
+if runs 2; then
   log "Stage 2: evaluation ($exp_dir/eval)"
-  run_logged "$exp_dir/logs/evaluate.log" \
-    "$python" -m local.evaluate --exp-dir "$exp_dir" --data-dir "$data_dir" --nj "$nj" "${force_opt[@]}"
+  run_logged "$exp_dir/logs" evaluate \
+    "$python" -m local.evaluate --exp-dir "$exp_dir" --data-dir "$data_dir" --nj "$nj" "${force_opt[@]}" \
+    --conf "$conf" "${overrides[@]}"
 fi
 
-if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
+if runs 3; then
   log "Stage 3: export ($exp_dir/export)"
-  run_logged "$exp_dir/logs/export.log" "$python" -m local.export --exp-dir "$exp_dir" "${force_opt[@]}"
+  run_logged "$exp_dir/logs" export "$python" -m local.export --exp-dir "$exp_dir" "${force_opt[@]}"
 fi
 
-if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
+if runs 4; then
   log "Stage 4: separation with the exported model ($exp_dir/separated)"
-  if [ -z "$inputs" ]; then
-    inputs=$(find "$exp_dir/eval/examples" -name mixture.wav 2>/dev/null | sort | head -n 1)
-    [ -n "$inputs" ] || die "no --inputs given and no evaluation example to separate: run stage 2 first"
+  if [ ${#inputs[@]} -eq 0 ]; then
+    example=$(find "$exp_dir/eval/examples" -name mixture.wav 2>/dev/null | sort | head -n 1)
+    [ -n "$example" ] || die "no --inputs given and no evaluation example to separate: run stage 2 first"
+    inputs=("$example")
   fi
-  # shellcheck disable=SC2086  # inputs is a list of paths by design
-  run_logged "$exp_dir/logs/separate.log" \
-    "$python" -m local.separate --model "$exp_dir/export" --out-dir "$exp_dir/separated" $inputs
+  run_logged "$exp_dir/logs" separate \
+    "$python" -m local.separate --model "$exp_dir/export" --out-dir "$exp_dir/separated" "${inputs[@]}"
 fi
 
 log "done in $((SECONDS - start_time)) s"

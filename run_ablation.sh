@@ -35,6 +35,7 @@ gpus=               # GPU ids for the --jobs workers, e.g. "0 1 2 3" (worker k g
 job_index=0         # this job's share of the configs: those with index % n_jobs == job_index
 n_jobs=1            # number of jobs the configs are split across (e.g. a SLURM job array)
 run_opts=           # extra options passed verbatim to every ./run.sh call (e.g. "--devices 1")
+run_args=()         # run.sh options given here one by one (--set, --devices, ...): passed on intact
 force=false         # redo finished stages
 
 corpora() {  # the corpus folders: those with a prepare.sh
@@ -58,6 +59,8 @@ Options (default in brackets):
   --job-index I        with --n-jobs: which share of the configs this job runs [$job_index]
   --n-jobs N           split the configs across N separate jobs [$n_jobs]
   --run-opts "..."     extra options for every ./run.sh call, e.g. "--devices 1 --set training.epochs=5"
+  --set KEY=VALUE, --devices D, --num-workers N, --nj N, --prep-opts "...", --wsj0 DIR, --wsj0-2mix DIR
+                       as in ./run.sh, passed to every ./run.sh call (paths with spaces stay whole)
   --force              redo stages that are already done
   -h, --help           this help
 EOF
@@ -67,7 +70,7 @@ need_value() {  # option, remaining-arg-count
   [ "$2" -ge 2 ] || { usage >&2; die "option $1 needs a value"; }
 }
 
-cmdline="$0 $*"
+cmdline=$(printf '%q ' "$0" "$@")
 while [ $# -gt 0 ]; do
   case $1 in
     --confs) need_value "$1" $#; confs=$2; shift 2 ;;
@@ -81,6 +84,8 @@ while [ $# -gt 0 ]; do
     --job-index) need_value "$1" $#; job_index=$2; shift 2 ;;
     --n-jobs) need_value "$1" $#; n_jobs=$2; shift 2 ;;
     --run-opts) need_value "$1" $#; run_opts=$2; shift 2 ;;
+    --set|--devices|--num-workers|--nj|--prep-opts|--wsj0|--wsj0-2mix)
+      need_value "$1" $#; run_args+=("$1" "$2"); shift 2 ;;
     --force) force=true; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; die "unknown option '$1' (see --help above)" ;;
@@ -140,7 +145,7 @@ run_one() {  # config, first stage, last stage
   local conf=$1 name
   name=$(basename "${conf%.*}")
   ./run.sh --stage "$2" --stop-stage "$3" --corpus "$corpus" --conf "$conf" --data-dir "$data_dir" \
-    --exp-dir "$exp_root/$name" "${force_opt[@]}" $run_opts
+    --exp-dir "$exp_root/$name" "${force_opt[@]}" "${run_args[@]}" $run_opts
 }
 
 if $shared_stages && [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then

@@ -17,7 +17,8 @@ from typing import Any, Iterable
 
 import yaml
 
-from local.model import check_variant
+from local.stage_state import atomic_write_text
+from local.variants import check_variant
 
 # The complete schema: every section and key a config may set, with defaults.
 # Comments give the paper's symbol where there is one.
@@ -143,6 +144,9 @@ def load_raw(path: str | os.PathLike, _seen: tuple = ()) -> dict:
     base = conf.pop("base", None)
     if base is None:
         return conf
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"{path}: base: {base!r} must be the path of another config file "
+                          "(relative to this one), e.g. base: paper_best.yml")
     base_conf = load_raw(path.parent / base, _seen=(*_seen, path))
     return deep_merge(base_conf, conf)
 
@@ -200,6 +204,9 @@ def validate(conf: dict, source: str = "config") -> dict:
                     raise ConfigError(f"{source}: {section}.{key}={value!r} should be a number or string")
             elif expected is float and isinstance(value, int) and not isinstance(value, bool):
                 full[section][key] = float(value)
+            elif expected is float and isinstance(value, str) and _as_float(value) is not None:
+                # YAML 1.1 reads "1e-3" (no dot) as a string; --set already accepts it as a float.
+                full[section][key] = _as_float(value)
             elif not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
                 raise ConfigError(
                     f"{source}: {section}.{key}={value!r} should be {expected.__name__}"
@@ -208,14 +215,74 @@ def validate(conf: dict, source: str = "config") -> dict:
     return full
 
 
+def _as_float(text: str):
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+# Allowed ranges of numeric settings: (section, key) -> (lowest, highest, lowest excluded).
+# A value outside fails at config load, before any stage runs, naming the key.
+RANGES = {
+    ("data", "n_src"): (1, None, False),
+    ("data", "segment"): (0, None, True),
+    ("data", "min_segment"): (0, None, False),
+    ("data", "batch_size"): (1, None, False),
+    ("data", "num_workers"): (0, None, False),
+    ("data", "dm_snr_range"): (0, None, False),
+    ("filterbank", "n_filters"): (1, None, False),
+    ("filterbank", "kernel_size"): (1, None, False),
+    ("masknet", "bn_chan"): (1, None, False),
+    ("masknet", "hid_chan"): (1, None, False),
+    ("masknet", "skip_chan"): (0, None, False),
+    ("masknet", "conv_kernel_size"): (1, None, False),
+    ("masknet", "n_blocks"): (1, None, False),
+    ("masknet", "n_repeats"): (1, None, False),
+    ("optim", "lr"): (0, None, True),
+    ("optim", "weight_decay"): (0, None, False),
+    ("scheduler", "factor"): (0, 1, True),
+    ("scheduler", "patience"): (0, None, False),
+    ("scheduler", "warmup_steps"): (0, None, False),
+    ("scheduler", "min_lr_ratio"): (0, 1, False),
+    ("training", "epochs"): (1, None, False),
+    ("training", "max_steps"): (-1, None, False),
+    ("training", "gradient_clip_val"): (0, None, False),
+    ("training", "early_stop_patience"): (0, None, False),
+    ("training", "save_top_k"): (-1, None, False),
+    ("training", "num_nodes"): (1, None, False),
+    ("training", "accumulate_grad_batches"): (1, None, False),
+    ("training", "log_every_n_steps"): (1, None, False),
+    ("training", "num_threads"): (0, None, False),
+    ("training", "max_nonfinite_batches"): (0, None, False),
+    ("evaluation", "n_examples"): (0, None, False),
+}
+
+
+def _check_ranges(conf: dict, source: str) -> None:
+    for (section, key), (low, high, open_low) in RANGES.items():
+        value = conf[section][key]
+        if value is None:
+            continue
+        below = value <= low if open_low else value < low
+        if below or (high is not None and value > high):
+            bound = f"{'>' if open_low else '>='} {low}" + (f" and <= {high}" if high is not None else "")
+            raise ConfigError(f"{source}: {section}.{key}={value!r} must be {bound}")
+    limit = conf["training"]["limit_train_batches"]
+    if isinstance(limit, str) or limit <= 0:
+        raise ConfigError(f"{source}: training.limit_train_batches={limit!r} must be a batch count (int >= 1) "
+                          "or a fraction (0 < float <= 1)")
+    if conf["training"]["max_steps"] == 0:
+        raise ConfigError(f"{source}: training.max_steps=0 trains nothing: use -1 (no limit) or a step count")
+
+
 def _check_values(conf: dict, source: str) -> None:
+    _check_ranges(conf, source)
     data, fb = conf["data"], conf["filterbank"]
     if data["sample_rate"] not in (8000, 16000):
         raise ConfigError(f"{source}: data.sample_rate must be 8000 or 16000 (wsj0-2mix rates)")
     if data["mode"] not in ("min", "max"):
         raise ConfigError(f"{source}: data.mode must be 'min' or 'max'")
-    if data["n_src"] < 1:
-        raise ConfigError(f"{source}: data.n_src must be positive")
     if not 0.0 <= data["dm_speed_range"] < 0.5:
         raise ConfigError(f"{source}: data.dm_speed_range={data['dm_speed_range']} must be in [0, 0.5) "
                           "(0.1 plays each training source at 0.9-1.1 of its speed)")
@@ -255,11 +322,39 @@ def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> dict:
     return validate(raw, source=str(path))
 
 
+# Settings that may change between a run and its resumption or its re-evaluation without
+# making it another experiment: where and how fast it runs, and how it is scored.
+NOT_IDENTITY_KEYS = {("training", "devices"), ("training", "accelerator"), ("training", "num_nodes"),
+                     ("training", "strategy"), ("training", "num_threads"), ("data", "num_workers")}
+NOT_IDENTITY_SECTIONS = {"evaluation"}
+
+
+def identity(conf: dict) -> dict:
+    """The part of a complete config that defines the trained model (what a folder belongs to)."""
+    return {s: {k: v for k, v in sec.items() if (s, k) not in NOT_IDENTITY_KEYS}
+            for s, sec in conf.items() if s not in NOT_IDENTITY_SECTIONS}
+
+
+def identity_diffs(saved: dict, conf: dict) -> list[str]:
+    """``section.key: old -> new`` for every identity setting in which two complete configs differ."""
+    old, new = identity(saved), identity(conf)
+    return [f"{s}.{k}: {old.get(s, {}).get(k)!r} -> {v!r}"
+            for s, sec in new.items() for k, v in sec.items() if old.get(s, {}).get(k) != v]
+
+
+def read_experiment_config(path: str | os.PathLike) -> dict:
+    """An experiment folder's ``conf.yml`` with the schema's defaults filled in (keys added
+    to the schema after the folder was made take their defaults); one-line errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path} not found: train first (./run.sh --stage 1 --stop-stage 1)")
+    try:
+        return validate(_read_yaml(path), source=str(path))
+    except ConfigError as err:
+        raise ConfigError(f"{err} (the experiment's saved config is damaged: re-train with --force, "
+                          "or restore the file)") from None
+
+
 def save_config(conf: dict, path: str | os.PathLike) -> None:
     """Write the resolved config atomically (a killed write leaves the old file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        yaml.safe_dump(conf, f, sort_keys=False)
-    os.replace(tmp, path)
+    atomic_write_text(path, yaml.safe_dump(conf, sort_keys=False))

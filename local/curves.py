@@ -8,12 +8,12 @@ Usage (``local.train`` writes it at the end of training; ``local.export`` copies
 Reads ``<exp-dir>/logs/metrics.csv`` (Lightning's CSVLogger: ``loss_epoch`` and
 ``val_loss`` are the negative SI-SNR of the training and validation crops, in
 dB) and plots SI-SNR = -loss per epoch, higher is better, so that a run can be
-compared with a reference run at a glance (kaituoxu/Conv-TasNet #8). With
-``--reference`` (another run's ``metrics.csv``, e.g. the demo model's) that
-run's curves are drawn in grey underneath.
+compared with a reference run at a glance (kaituoxu/Conv-TasNet #8).
 
-Written next to the PNG: ``training_curves.csv`` (epoch, train_si_snr,
-val_si_snr) with the plotted numbers.
+Written next to the PNG: ``training_curves.csv`` (``epoch,train_si_snr,val_si_snr``)
+with the plotted numbers. That table is also what ``--reference`` reads: another
+run's ``training_curves.csv`` (e.g. the demo model's, ``docs/demo_training_curves.csv``,
+or one from an export folder), drawn in grey underneath; one format for both.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ import numpy as np
 log = logging.getLogger("local.curves")
 PNG_NAME = "training_curves.png"
 CSV_NAME = "training_curves.csv"
+#: Columns of CSV_NAME, as written by _write_table and read by read_curves_table; key -> column.
+TABLE_COLUMNS = {"train": "train_si_snr", "val": "val_si_snr"}
 
 
 def si_snr_per_epoch(metrics_csv) -> dict:
@@ -40,11 +42,35 @@ def si_snr_per_epoch(metrics_csv) -> dict:
             for key, values in curves.items()}
 
 
+def read_curves_table(path) -> dict:
+    """``{"train": {epoch: si_snr}, "val": {epoch: si_snr}}`` of a ``training_curves.csv`` (empty cells skipped).
+
+    Raises ``ValueError`` (one line) when the file has none of the table's
+    columns, e.g. a Lightning ``logs/metrics.csv`` given as the reference.
+    """
+    import csv
+
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        columns = set(reader.fieldnames or ())
+        if "epoch" not in columns or not columns & set(TABLE_COLUMNS.values()):
+            raise ValueError(f"{path}: not a {CSV_NAME} (expected the columns epoch,"
+                             f"{','.join(TABLE_COLUMNS.values())}, as local.curves writes next to its PNG)")
+        out = {key: {} for key in TABLE_COLUMNS}
+        for rec in reader:
+            for key, column in TABLE_COLUMNS.items():
+                if rec.get(column) not in (None, "") and rec.get("epoch") not in (None, ""):
+                    out[key][int(rec["epoch"])] = float(rec[column])
+    return out
+
+
 def plot_si_snr_curves(metrics_csv, out_png, title: Optional[str] = None, reference=None,
                        reference_label: str = "reference") -> Path:
     """PNG of training (solid) and validation (dashed) SI-SNR per epoch; returns its path.
 
-    Raises ``ValueError`` when the log holds no epoch value at all.
+    ``reference``: another run's ``training_curves.csv`` (:func:`read_curves_table`).
+    Raises ``ValueError`` when the log holds no epoch value at all, or the
+    reference is not such a table.
     """
     from matplotlib.ticker import MaxNLocator
 
@@ -56,7 +82,7 @@ def plot_si_snr_curves(metrics_csv, out_png, title: Optional[str] = None, refere
     fig = _figure(CURVES_SIZE)
     ax = fig.subplots()
     if reference is not None:
-        ref = si_snr_per_epoch(reference)
+        ref = read_curves_table(reference)
         for key, style in (("train", "-"), ("val", "--")):
             if ref[key]:
                 epochs, values = zip(*sorted(ref[key].items()))
@@ -85,7 +111,7 @@ def _write_table(curves: dict, path: Path) -> None:
 
     epochs = sorted(set(curves["train"]) | set(curves["val"]))
     fmt = lambda v: "" if v is None else f"{v:.4f}"  # noqa: E731
-    lines = ["epoch,train_si_snr,val_si_snr"]
+    lines = [",".join(["epoch", *TABLE_COLUMNS.values()])]
     lines += [f"{e},{fmt(curves['train'].get(e))},{fmt(curves['val'].get(e))}" for e in epochs]
     atomic_write_text(path, "\n".join(lines) + "\n")
 
@@ -114,12 +140,15 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("exp_dir", help="experiment folder (holds logs/metrics.csv)")
     p.add_argument("--out", default=None, help=f"PNG to write (default: <exp-dir>/{PNG_NAME})")
-    p.add_argument("--reference", default=None, help="another run's logs/metrics.csv, drawn in grey")
+    p.add_argument("--reference", default=None,
+                   help=f"another run's {CSV_NAME} (e.g. docs/demo_training_curves.csv), drawn in grey")
     args = p.parse_args(argv)
     exp_dir = Path(args.exp_dir)
     log_csv = exp_dir / "logs" / "metrics.csv"
     if not log_csv.is_file():
         raise SystemExit(f"error: {log_csv} not found: no training log to plot")
+    if args.reference is not None and not Path(args.reference).is_file():
+        raise SystemExit(f"error: --reference {args.reference} not found: pass another run's {CSV_NAME}")
     try:
         out = plot_si_snr_curves(log_csv, args.out or exp_dir / PNG_NAME, reference=args.reference)
     except ValueError as err:

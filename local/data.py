@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Optional
 
 import functools
+import os
 
 import numpy as np
 import pytorch_lightning as pl
@@ -18,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchaudio.transforms import Resample
 
-from local.metadata import read_split_metadata
+from local.metadata import REINDEX_HINT, CorpusChanged, read_split_metadata, source_speakers
 
 
 def split_dir(corpus_dir: str | Path, data_conf: dict, split: str) -> Path:
@@ -27,8 +28,25 @@ def split_dir(corpus_dir: str | Path, data_conf: dict, split: str) -> Path:
     return Path(corpus_dir) / rate / data_conf["mode"] / split
 
 
+def _unreadable(path: str, err: Exception) -> Exception:
+    """The one-line error for a corpus file libsndfile could not open (instead of libsndfile's text).
+
+    The metadata was checked when the split was loaded, so a file that is gone
+    now was deleted or moved under the running stage.
+    """
+    if not os.path.exists(path):
+        return CorpusChanged(f"{path} is gone: the corpus changed under this run (deleted or moved after its "
+                             f"metadata was read); {REINDEX_HINT}, then run this stage again")
+    return ValueError(f"{path}: cannot read audio ({err}): the corpus file is damaged; rebuild the corpus "
+                      "(./run.sh --stage 0 --stop-stage 0 --force)")
+
+
 def _read(path: str, start: int = 0, stop: Optional[int] = None) -> np.ndarray:
-    data, _ = sf.read(path, start=start, stop=stop, dtype="float32", always_2d=False)
+    """Samples ``start:stop`` of a corpus file; see :func:`_unreadable` for the errors."""
+    try:
+        data, _ = sf.read(path, start=start, stop=stop, dtype="float32", always_2d=False)
+    except (RuntimeError, OSError) as err:  # soundfile's LibsndfileError is a RuntimeError
+        raise _unreadable(path, err) from None
     return data
 
 
@@ -80,7 +98,10 @@ class MixtureDataset(Dataset):
     def _check_rate(self, path: str) -> None:
         if self._rate_checked:
             return
-        rate = sf.info(path).samplerate
+        try:
+            rate = sf.info(path).samplerate
+        except (RuntimeError, OSError) as err:
+            raise _unreadable(path, err) from None
         if rate != self.sample_rate:
             raise ValueError(
                 f"{path} is sampled at {rate} Hz but the config says data.sample_rate="
@@ -111,12 +132,23 @@ class MixtureDataset(Dataset):
 class DynamicMixingDataset(Dataset):
     """Training mixtures made on the fly from the split's reference sources.
 
-    Each item draws ``n_src`` source files from different mixtures of the
-    split, crops each at random, applies a random relative level in
-    ``[-snr_range, snr_range]`` dB and sums them, so every epoch sees new
-    mixtures. The sources are read as written by the mixing stage (already
-    at P.56 active level times their list SNR); remixing them keeps the
-    corpus's level statistics.
+    Each item draws ``n_src`` source files of the split, each of a different
+    speaker (and so from different files), crops each at random, applies a
+    random relative level in ``[-snr_range, snr_range]`` dB and sums them, so
+    every epoch sees new mixtures. The sources are read as written by the
+    mixing stage (already at P.56 active level times their list SNR);
+    remixing them keeps the corpus's level statistics.
+
+    Who speaks in a source file: the split's mixtures are named
+    ``<utt1>_<snr1>_<utt2>_<snr2>[...]`` (wsj0-2mix and the demo corpus) and
+    ``s<k>`` holds the k-th utterance of the name, whose speaker is
+    :func:`local.metadata.speaker_of` it (WSJ0: its first 3 characters; demo:
+    the part before ``_``). When some mixture name of the split does not parse
+    that way (LibriMix, other corpora), speakers are unknown and the draw
+    falls back to sources from different mixtures and different file paths,
+    which can still pair one speaker with itself (``self.by_speaker`` says
+    which rule is in use). Each source is drawn uniformly among the split's
+    source files that the ones drawn before it allow.
 
     Seeding: item ``key`` is drawn from its own generator,
     ``numpy.random.default_rng([seed, key])``, never from a global one. The
@@ -150,6 +182,12 @@ class DynamicMixingDataset(Dataset):
         base = MixtureDataset(split_path, n_src, sample_rate, segment, min_segment)
         self.sources = [(p, it["n_samples"]) for it in base.items for p in it["sources"]]
         self.n_src = n_src
+        self._group, self._file, self.by_speaker = _source_groups(base.items, n_src)
+        n_groups = int(self._group.max()) + 1
+        if n_groups < n_src:
+            raise ValueError(f"{split_path}: dynamic mixing needs sources of {n_src} different "
+                             f"{'speakers' if self.by_speaker else 'mixtures'}, the split has {n_groups}; "
+                             "set data.dynamic_mixing=false")
         self.seg_len = base.seg_len
         self.snr_range = snr_range
         self.speed_range = speed_range
@@ -159,6 +197,20 @@ class DynamicMixingDataset(Dataset):
 
     def __len__(self) -> int:
         return self.epoch_size
+
+    def _draw_sources(self, rng: np.random.Generator) -> list[int]:
+        """``n_src`` indices into ``self.sources``, each of another speaker (or mixture) and file."""
+        allowed = np.ones(len(self.sources), dtype=bool)
+        picks = []
+        for _ in range(self.n_src):
+            candidates = np.flatnonzero(allowed)
+            if candidates.size == 0:  # only with a degenerate split (one path listed in many mixtures)
+                raise ValueError("dynamic mixing: no source left that differs in speaker/mixture and file from "
+                                 f"{[self.sources[i][0] for i in picks]}")
+            pick = int(candidates[rng.integers(candidates.size)])
+            picks.append(pick)
+            allowed &= (self._group != self._group[pick]) & (self._file != self._file[pick])
+        return picks
 
     def _crop(self, rng: np.random.Generator, path: str, n: int, length: int) -> np.ndarray:
         if n > length:
@@ -183,7 +235,7 @@ class DynamicMixingDataset(Dataset):
 
     def __getitem__(self, key: int):
         rng = np.random.default_rng([self.seed, int(key)])
-        picks = rng.choice(len(self.sources), size=self.n_src, replace=False)
+        picks = self._draw_sources(rng)
         percents = [100] * self.n_src
         if self.speed_range > 0:
             spread = int(round(100 * self.speed_range))
@@ -198,6 +250,22 @@ class DynamicMixingDataset(Dataset):
         if peak > 0.9:  # keep the corpus's 0.9 full-scale ceiling
             mix, sources = mix * (0.9 / peak), sources * (0.9 / peak)
         return torch.from_numpy(mix.astype(np.float32)), torch.from_numpy(sources.astype(np.float32))
+
+
+def _source_groups(items: list[dict], n_src: int) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Per source of ``items`` (in order): a group code, a file code, and whether groups are speakers.
+
+    Groups are speakers when every mixture name tells its sources' speakers
+    (:func:`local.metadata.source_speakers`), else mixtures.
+    """
+    speakers = [source_speakers(it["name"], n_src) for it in items]
+    by_speaker = all(spks is not None for spks in speakers)
+    if by_speaker:
+        groups = [spk for spks in speakers for spk in spks]
+    else:
+        groups = [str(i) for i, it in enumerate(items) for _ in it["sources"]]
+    files = [os.path.normpath(p) for it in items for p in it["sources"]]
+    return np.unique(groups, return_inverse=True)[1], np.unique(files, return_inverse=True)[1], by_speaker
 
 
 class EpochKeySampler(DistributedSampler):

@@ -39,13 +39,16 @@ import io
 import json
 import logging
 import os
-import re
 import shutil
 import sys
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
+
+# The mixture-name parsers live in local.metadata (dynamic mixing needs them too); callers still import
+# them from here.
+from local.metadata import parse_mixture_name, speaker_of  # noqa: F401
 
 log = logging.getLogger("local.evaluate")
 
@@ -71,28 +74,68 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--pesq", action="store_true", help="also compute PESQ (nb at 8 kHz, wb at 16 kHz)")
     p.add_argument("--sir-sar", action="store_true", help="also report BSS Eval SIR and SAR")
     p.add_argument("--n-worst", type=int, default=3, help="worst utterances (lowest SI-SNRi) listed and saved")
+    p.add_argument("--conf", default=None,
+                   help="the experiment's config as run.sh has it: its evaluation section is used (its model "
+                        "settings must be those the folder was trained with); default: <exp-dir>/conf.yml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="config override, as for training (repeatable); only evaluation.* may differ from "
+                        "the trained folder's")
     return p
 
 
-def load_experiment(exp_dir: Path):
-    """(config, model) of a trained experiment; clear errors when it is incomplete."""
-    import torch
-    import yaml
+def with_current_evaluation(conf: dict, conf_path, overrides, exp_dir: Path) -> dict:
+    """The trained folder's config with the evaluation section of the config the user runs now.
 
-    from local.model import load_model
+    ``evaluation.*`` is not part of what a folder was trained with (``local.config.identity``),
+    so editing it in the YAML file or with ``--set`` re-scores the same model; any other
+    setting that differs from the folder's would not reach the model, and is refused.
+    """
+    from local.config import ConfigError, apply_overrides, identity_diffs, load_config, validate
+
+    if conf_path is None and not overrides:
+        return conf
+    try:
+        current = (load_config(conf_path, overrides) if conf_path
+                   else validate(apply_overrides(conf, overrides), source="--set"))
+    except ConfigError as err:
+        raise SystemExit(f"error: {one_line(err)}") from None
+    diffs = identity_diffs(conf, current)
+    if diffs:
+        raise SystemExit(f"error: {exp_dir} was trained with a different config ({'; '.join(diffs)}): these "
+                         "settings would not reach its model. Train them (./run.sh --stage 1 with another "
+                         "--tag, or --force) or drop them")
+    return {**conf, "evaluation": current["evaluation"]}
+
+
+RETRAIN = "train again (./run.sh --stage 1 --stop-stage 1 --force) to write it anew"
+
+
+def one_line(err: BaseException) -> str:
+    """An error's text on one line (YAML errors span several)."""
+    return " ".join(str(err).split())
+
+
+def load_experiment(exp_dir: Path):
+    """(config, model) of a trained experiment; one-line errors when it is incomplete or damaged."""
+    from local.config import ConfigError, read_experiment_config
+    from local.separate import ModelFileError, build_model, read_package
 
     conf_path, model_path = exp_dir / "conf.yml", exp_dir / "best_model.pth"
     for path in (conf_path, model_path):
         if not path.is_file():
             raise SystemExit(f"error: {path} not found: train first (./run.sh --stage 1 --stop-stage 1)")
-    with open(conf_path) as f:
-        conf = yaml.safe_load(f)
-    package = torch.load(model_path, map_location="cpu", weights_only=True)
-    model = load_model(package)
+    try:
+        conf = read_experiment_config(conf_path)
+    except ConfigError as err:  # damaged or edited conf.yml
+        raise SystemExit(f"error: {one_line(err)}") from None
+    try:
+        package = read_package(model_path, remedy=RETRAIN)
+        model = build_model(package, model_path)
+    except ModelFileError as err:
+        raise SystemExit(f"error: {err}") from None
     args = package["model_args"]
     if args["n_src"] != conf["data"]["n_src"] or int(args["sample_rate"]) != conf["data"]["sample_rate"]:
         raise SystemExit(f"error: {model_path} does not match {conf_path} (n_src or sample_rate differ)")
-    model.eval()
     return conf, model
 
 
@@ -221,30 +264,6 @@ def format_groups(title: str, groups: dict, metric: str = "si_sdr") -> str:
 # ---------------------------------------------------------------------------------------
 # What the corpus knows about a mixture: speakers, genders, input SNR
 # ---------------------------------------------------------------------------------------
-_SNR = re.compile(r"^-?\d+\.\d+(e-?\d+)?$")
-
-
-def parse_mixture_name(name: str) -> Optional[list[tuple[str, float]]]:
-    """``<utt1>_<snr1>_<utt2>_<snr2>`` -> ``[(utt1, snr1), (utt2, snr2)]``, or None.
-
-    The SNRs are the numbers with a decimal point (utterance ids may contain
-    ``_`` and digits, as the demo's ``d321_002`` does).
-    """
-    out, parts = [], []
-    for tok in name.split("_"):
-        if parts and _SNR.match(tok):
-            out.append(("_".join(parts), float(tok)))
-            parts = []
-        else:
-            parts.append(tok)
-    return out if out and not parts else None
-
-
-def speaker_of(utt: str) -> str:
-    """Speaker id of an utterance id: the part before ``_`` (demo), else the first 3 characters (WSJ0)."""
-    return utt.split("_")[0] if "_" in utt else utt[:3]
-
-
 def load_genders(*folders: Path) -> dict:
     """``{speaker id: "m"/"f"}`` from the first ``speakers.json`` found (unknown genders left out)."""
     for folder in folders:
@@ -299,17 +318,6 @@ def write_csv_atomic(path: Path, rows: list[dict]) -> None:
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(path, buf.getvalue())
-
-
-def peak_limit(*signals: np.ndarray, ceiling: float = 0.9) -> list[np.ndarray]:
-    """Scale a set of signals together so that none exceeds ``ceiling``.
-
-    Kept for callers of the old API; the recipe writes separated audio through
-    :func:`local.output_level.written_estimates` instead.
-    """
-    peak = max(float(np.abs(s).max()) for s in signals)
-    scale = ceiling / peak if peak > ceiling else 1.0
-    return [s * scale for s in signals]
 
 
 def scored_estimates(mix, estimate, name: Optional[str] = None) -> np.ndarray:
@@ -394,8 +402,10 @@ def main(argv=None) -> int:
     from asteroid.losses import PITLossWrapper, pairwise_neg_sisdr
 
     from local.data import MixtureDataset, split_dir
+    from local.metadata import CorpusChanged
     from local.stage_state import atomic_write_text, is_done, mark_done, same_settings
 
+    conf = with_current_evaluation(conf, args.conf, args.overrides, exp_dir)
     dc, ec = conf["data"], conf["evaluation"]
     test_set = args.test_set or dc["test_set"]
     n_examples = ec["n_examples"] if args.n_examples is None else args.n_examples
@@ -409,18 +419,22 @@ def main(argv=None) -> int:
                     + (["sir", "sar"] if ec["compute_sdr"] and args.sir_sar else [])
                     + (["stoi"] if ec["compute_stoi"] else []) + (["pesq"] if args.pesq else []))
     settings = {"metrics": metrics_list, "max_utts": args.max_utts, "n_worst": args.n_worst,
-                "output_level": OUTPUT_LEVEL_RULE}
+                "n_examples": n_examples, "test_set": test_set, "output_level": OUTPUT_LEVEL_RULE}
     if not args.force and is_done(marker, inputs) and same_settings(marker, settings):
         log.info("evaluation is up to date in %s (use --force to redo)", out_dir)
         print((out_dir / "table.md").read_text())
         return 0
     marker.unlink(missing_ok=True)  # results are being replaced: not done until the end
+    shutil.rmtree(out_dir / "examples", ignore_errors=True)  # the previous run's (maybe more) examples
     if args.pesq:
         from local.metrics import pesq_mode
 
         pesq_mode(dc["sample_rate"])  # 8 or 16 kHz only: fail before the model runs
 
-    dataset = MixtureDataset(test_dir, dc["n_src"], dc["sample_rate"], segment=None, return_name=True)
+    try:
+        dataset = MixtureDataset(test_dir, dc["n_src"], dc["sample_rate"], segment=None, return_name=True)
+    except (FileNotFoundError, ValueError) as err:  # e.g. a moved corpus (local.metadata.CorpusChanged)
+        raise SystemExit(f"error: {err}") from None
     n_utts = len(dataset) if args.max_utts <= 0 else min(args.max_utts, len(dataset))
     genders = load_genders(test_dir.parents[2], data_dir)
     pit = PITLossWrapper(pairwise_neg_sisdr, pit_from="pw_mtx")
@@ -445,7 +459,10 @@ def main(argv=None) -> int:
                    "sources": src_np, "estimate": est_np, "sample_rate": dc["sample_rate"],
                    "metrics_list": metrics_list}
 
-    rows = score_all(jobs(), args.nj, n_utts)
+    try:
+        rows = score_all(jobs(), args.nj, n_utts)
+    except CorpusChanged as err:  # a test file deleted or moved since the split was indexed
+        raise SystemExit(f"error: {err}") from None
     try:
         summary = summarise(rows, metrics_list)
     except ValueError as err:

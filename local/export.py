@@ -23,11 +23,21 @@ The folder holds:
 
 ``local.separate.load_separator("exp/demo/export")`` reads model.safetensors +
 model.json (and falls back to model.pth with ``weights_only=True``).
+
+The export refuses ``eval/metrics.json`` unless the evaluation's marker
+(``eval/.done``, :mod:`local.stage_state`) records the current
+``best_model.pth``: a card must not show another model's results. Every file
+is serialised in memory and written with Python's own file calls, so a full
+disk is an ``OSError`` (torch's C++ writers abort the process instead when
+their write fails) and every file gets the same mode (``0666`` less the
+umask, like any new file; safetensors' writer would make its file ``0600``).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
+import io
 import json
 import logging
 import os
@@ -45,10 +55,11 @@ def write_safetensors_package(package: dict, weights_path: Path) -> None:
     Tensors that share storage (the Pinv variants' common basis) are stored
     once per name, as copies: safetensors refuses aliased tensors.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     tensors = {k: v.detach().cpu().clone().contiguous() for k, v in package["state_dict"].items()}
-    save_file(tensors, str(weights_path), metadata={"format": "pt", "model_name": package["model_name"]})
+    # save() to bytes, not save_file(): see the module docstring (write errors, file mode)
+    weights_path.write_bytes(save(tensors, metadata={"format": "pt", "model_name": package["model_name"]}))
     config = {"model_name": package["model_name"], "model_args": package["model_args"],
               "infos": package.get("infos", {})}
     weights_path.with_suffix(".json").write_text(json.dumps(config, indent=2, default=str))
@@ -72,7 +83,64 @@ def write_torchscript(package: dict, path: Path, seconds: float = 1.0) -> None:
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # deprecation notices and "tensor registered as constant"
         traced = torch.jit.trace(model, example, check_trace=False)
-        torch.jit.save(traced, str(path))
+    path.write_bytes(_serialised(torch.jit.save, traced))
+
+
+def _serialised(save, obj) -> bytes:
+    """``save(obj, file)`` into memory: a failing disk write then raises ``OSError`` in Python.
+
+    torch's C++ stream writer aborts the whole process (``terminate called after
+    throwing c10::Error``) when it cannot write to a full disk.
+    """
+    buffer = io.BytesIO()
+    save(obj, buffer)
+    return buffer.getvalue()
+
+
+def write_package(folder: Path, exp_dir: Path, conf: dict, package: dict, metrics: dict) -> None:
+    """Every file of the export into ``folder`` (see the module docstring)."""
+    import torch
+
+    conf_path = exp_dir / "conf.yml"
+    (folder / "model.pth").write_bytes(_serialised(torch.save, package))
+    write_safetensors_package(package, folder / "model.safetensors")
+    write_torchscript(package, folder / "model.ts")
+    shutil.copyfile(conf_path, folder / "conf.yml")
+    for optional in ("training_curves.png", "training_curves.csv"):  # from local.curves, if training made it
+        if (exp_dir / optional).is_file():
+            shutil.copyfile(exp_dir / optional, folder / optional)
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (folder / "README.md").write_text(model_card(conf, package, metrics, exp_dir.name,
+                                                 conf_text=conf_path.read_text(), dataset=corpus_of(exp_dir)))
+
+
+def write_failure(err: BaseException) -> str:
+    """A write error in a few words: "no space left on device" for a full disk."""
+    if isinstance(err, OSError):
+        if err.errno == errno.ENOSPC:
+            return "no space left on device"
+        return f"{err.strerror or err}" + (f": {err.filename}" if err.filename else "")
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return f"{first}; is the disk full?"
+
+
+def check_metrics_are_of(model_path: Path, metrics_path: Path) -> None:
+    """``SystemExit`` unless the evaluation's marker records ``model_path`` as it is now.
+
+    ``local.evaluate`` writes ``eval/.done`` last, with the size and mtime of the
+    ``best_model.pth`` it scored (:func:`local.stage_state.mark_done`); any other
+    state means ``metrics.json`` is not this model's, or not complete.
+    """
+    from local.stage_state import made_from
+
+    marker = metrics_path.parent / ".done"
+    current = made_from(marker, model_path)
+    if current is None:
+        raise SystemExit(f"error: {metrics_path} is not from a finished evaluation ({marker} is missing or "
+                         "damaged): re-run stage 2 (./run.sh --stage 2 --stop-stage 2)")
+    if not current:
+        raise SystemExit(f"error: {metrics_path} is from an older best_model.pth: re-run stage 2 "
+                         "(./run.sh --stage 2 --stop-stage 2)")
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -100,10 +168,7 @@ def corpus_of(exp_dir: Path) -> str | None:
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    import torch
-    import yaml
-
-    from local.stage_state import atomic_write_text, is_done, mark_done
+    from local.stage_state import is_done, mark_done
 
     exp_dir = Path(args.exp_dir)
     out_dir = Path(args.out_dir) if args.out_dir else exp_dir / "export"
@@ -111,37 +176,46 @@ def main(argv=None) -> int:
     for path, stage in ((model_path, 1), (conf_path, 1), (metrics_path, 2)):
         if not path.is_file():
             raise SystemExit(f"error: {path} not found: run stage {stage} first (./run.sh --stage {stage})")
+    check_metrics_are_of(model_path, metrics_path)
     marker = out_dir / ".done"
     inputs = [model_path, conf_path, metrics_path]
     complete = all((out_dir / name).is_file() for name in EXPORT_FILES)
     if not args.force and complete and is_done(marker, inputs):
         log.info("export is up to date in %s", out_dir)
         return 0
-    with open(conf_path) as f:
-        conf = yaml.safe_load(f)
-    package = torch.load(model_path, map_location="cpu", weights_only=True)
+    from local.config import ConfigError, load_raw
+    from local.evaluate import one_line
+    from local.separate import ModelFileError, read_package
+
+    try:  # parsed, not validated again: the card shows the config the model was trained with
+        conf = load_raw(conf_path)
+    except ConfigError as err:
+        raise SystemExit(f"error: {one_line(err)}") from None
+    try:
+        package = read_package(model_path, remedy="train again (./run.sh --stage 1 --stop-stage 1 --force)")
+    except ModelFileError as err:
+        raise SystemExit(f"error: {err}") from None
     metrics = json.loads(metrics_path.read_text())
     package["infos"]["final_metrics"] = metrics
 
     # Build in a sibling temp folder, then swap it in: a killed export leaves
     # either the previous export or none, never half of one.
     tmp_dir = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-    tmp_dir.mkdir(parents=True)
-    torch.save(package, tmp_dir / "model.pth")
-    write_safetensors_package(package, tmp_dir / "model.safetensors")
-    write_torchscript(package, tmp_dir / "model.ts")
-    shutil.copyfile(conf_path, tmp_dir / "conf.yml")
-    for optional in ("training_curves.png", "training_curves.csv"):  # from local.curves, if training made it
-        if (exp_dir / optional).is_file():
-            shutil.copyfile(exp_dir / optional, tmp_dir / optional)
-    (tmp_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    (tmp_dir / "README.md").write_text(model_card(conf, package, metrics, exp_dir.name,
-                                                  conf_text=conf_path.read_text(), dataset=corpus_of(exp_dir)))
+    try:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        tmp_dir.mkdir(parents=True)
+        write_package(tmp_dir, exp_dir, conf, package, metrics)
+    except (OSError, RuntimeError) as err:  # a full disk: OSError from Python's writes, RuntimeError from torch
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise SystemExit(f"error: could not write the export in {tmp_dir} ({write_failure(err)}): removed it, "
+                         f"{out_dir} is untouched") from None
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(tmp_dir, out_dir)
-    mark_done(marker, inputs)
+    try:
+        mark_done(marker, inputs)
+    except OSError as err:  # the export is complete; without its marker the next run just redoes it
+        raise SystemExit(f"error: exported {out_dir} but could not write {marker} ({write_failure(err)})") from None
     log.info("exported %s", out_dir)
     print(f"model package: {out_dir}  (python -m local.separate --model {out_dir} your.wav --out-dir out/)")
     return 0

@@ -12,14 +12,25 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
-from typing import Dict, List, Union
+from typing import Dict, List, Optional, Union
 
 import soundfile as sf
 
-__all__ = ["write_split_metadata", "read_split_metadata", "stem_names"]
+__all__ = ["write_split_metadata", "read_split_metadata", "stem_names", "CorpusChanged", "REINDEX_HINT",
+           "parse_mixture_name", "speaker_of", "source_speakers"]
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+#: What to do when the files a split's JSON names are gone (every corpus's prepare rewrites the JSON).
+REINDEX_HINT = ("re-run data preparation for the corpus where it is now "
+                "(./run.sh --stage 0 --stop-stage 0 --data-dir <corpus folder>, with --force if stage 0 "
+                "says it is up to date), which rewrites the JSON metadata")
+
+
+class CorpusChanged(FileNotFoundError):
+    """A file named by a split's JSON metadata is gone: the corpus was moved or deleted since it was indexed."""
 
 
 def stem_names(n_src: int) -> List[str]:
@@ -27,6 +38,45 @@ def stem_names(n_src: int) -> List[str]:
     if n_src < 1:
         raise ValueError(f"n_src must be >= 1, got {n_src}")
     return ["mix"] + [f"s{k + 1}" for k in range(n_src)]
+
+
+# ---------------------------------------------------------------------------------------
+# What a mixture's file name says: <utt1>_<snr1>_<utt2>_<snr2>[...], as MERL's lists name them
+# ---------------------------------------------------------------------------------------
+_SNR = re.compile(r"^-?\d+\.\d+(e-?\d+)?$")
+
+
+def parse_mixture_name(name: str) -> Optional[List[tuple]]:
+    """``<utt1>_<snr1>_<utt2>_<snr2>`` -> ``[(utt1, snr1), (utt2, snr2)]``, or None.
+
+    The SNRs are the numbers with a decimal point (utterance ids may contain
+    ``_`` and digits, as the demo's ``d321_002`` does).
+    """
+    out, parts = [], []
+    for tok in name.split("_"):
+        if parts and _SNR.match(tok):
+            out.append(("_".join(parts), float(tok)))
+            parts = []
+        else:
+            parts.append(tok)
+    return out if out and not parts else None
+
+
+def speaker_of(utt: str) -> str:
+    """Speaker id of an utterance id: the part before ``_`` (demo), else the first 3 characters (WSJ0)."""
+    return utt.split("_")[0] if "_" in utt else utt[:3]
+
+
+def source_speakers(name: str, n_src: int) -> Optional[List[str]]:
+    """Speakers of ``s1 .. s<n_src>`` of a mixture (``s<k>`` is the k-th utterance of its name), or None.
+
+    None when the name is not ``<utt1>_<snr1>_..`` with ``n_src`` utterances
+    (LibriMix, or a corpus named otherwise): the speakers are then unknown.
+    """
+    parsed = parse_mixture_name(name)
+    if parsed is None or len(parsed) != n_src:
+        return None
+    return [speaker_of(utt) for utt, _ in parsed]
 
 
 def _write_json_atomic(path: Path, obj) -> None:
@@ -91,13 +141,24 @@ def write_split_metadata(split_dir: PathLike, n_src: int) -> None:
         _write_json_atomic(split / f"{st}.json", tables[st])
 
 
+def _check_first_exists(json_file: Path, data: list) -> None:
+    if data and not os.path.exists(data[0][0]):
+        raise CorpusChanged(f"{json_file} names {data[0][0]}, which does not exist: the corpus was moved or "
+                            f"deleted since it was indexed; {REINDEX_HINT}")
+
+
 def read_split_metadata(split_dir: PathLike, n_src: int) -> List[dict]:
     """Read and validate the JSON files of a split.
 
     Returns one dict per mixture: ``{"name", "mix", "sources", "n_samples"}``
     (``name`` without ``.wav``, ``sources`` the list of ``n_src`` paths).
-    Raises ``FileNotFoundError`` for a missing JSON file and ``ValueError``
-    (naming the file) for malformed or misaligned content.
+    Raises ``FileNotFoundError`` for a missing JSON file, ``ValueError``
+    (naming the file) for malformed or misaligned content, and
+    :class:`CorpusChanged` when the first wav a JSON file names does not exist
+    (the corpus was moved: the JSON holds absolute paths). Only the first
+    entry of each file is checked, so that reading a 20000-mixture split
+    stays cheap; a file deleted later is reported when it is read
+    (``local.data``).
     """
     split = Path(split_dir)
     stems = stem_names(n_src)
@@ -117,6 +178,7 @@ def read_split_metadata(split_dir: PathLike, n_src: int) -> List[dict]:
             if (not isinstance(item, (list, tuple)) or len(item) != 2 or not isinstance(item[0], str)
                     or isinstance(item[1], bool) or not isinstance(item[1], int) or item[1] < 0):
                 raise ValueError(f"{jf}: entry {i} is not [path, n_samples]: {item!r}")
+        _check_first_exists(jf, data)
         tables[st] = data
     n = len(tables["mix"])
     for st in stems[1:]:

@@ -52,7 +52,7 @@ import re
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from scipy.signal import resample_poly
@@ -136,12 +136,14 @@ def format_mix_line(entry: MixEntry) -> str:
     return " ".join(f"{p} {s}" for p, s in entry.sources)
 
 
-def parse_mix_list(path: PathLike, n_src: int = 2) -> List[MixEntry]:
+def parse_mix_list(path: PathLike, n_src: int = 2, name: Optional[str] = None) -> List[MixEntry]:
     """Read a mix list (``path1 snr1 path2 snr2 ...`` per line, whitespace separated).
 
     Blank lines are ignored.  A malformed line raises
-    ``ValueError("<path>:<lineno>: ...")``.
+    ``ValueError("<name>:<lineno>: ...")``; ``name`` (default ``path``) is how
+    the list is named in errors, e.g. the user's file that ``path`` is a copy of.
     """
+    where = path if name is None else name
     if n_src < 1:
         raise ValueError(f"n_src must be >= 1, got {n_src}")
     entries: List[MixEntry] = []
@@ -152,14 +154,14 @@ def parse_mix_list(path: PathLike, n_src: int = 2) -> List[MixEntry]:
                 continue
             if len(fields) != 2 * n_src:
                 raise ValueError(
-                    f"{path}:{lineno}: expected {2 * n_src} fields (path snr) x {n_src}, "
+                    f"{where}:{lineno}: expected {2 * n_src} fields (path snr) x {n_src}, "
                     f"found {len(fields)}: {line.strip()!r}"
                 )
             pairs = []
             for k in range(n_src):
                 p, s = fields[2 * k], fields[2 * k + 1]
                 if not _FLOAT_RE.match(s) or not math.isfinite(float(s)):
-                    raise ValueError(f"{path}:{lineno}: SNR of source {k + 1} is not a number: {s!r}")
+                    raise ValueError(f"{where}:{lineno}: SNR of source {k + 1} is not a number: {s!r}")
                 pairs.append((p, s))
             entries.append(MixEntry(tuple(pairs)))
     return entries
@@ -203,13 +205,15 @@ def _check_inputs(sources: Sequence[np.ndarray], fs: int, snrs: Sequence[float])
 
 
 def source_gains(
-    sources: Sequence[np.ndarray], fs: int, snrs: Sequence[float], *, p56_pad_zeros: bool = False
+    sources: Sequence[np.ndarray], fs: int, snrs: Sequence[float], *, p56_pad_zeros: bool = False,
+    names: Optional[Sequence[str]] = None,
 ) -> List[float]:
     """Per-source gains ``10**(snr_k/20) / sqrt(lev_k)``, ``lev_k`` = P.56 level at 8 kHz.
 
     ``p56_pad_zeros=True`` measures ``lev_k`` like voicebox ``activlev`` rev. 9407
     (the copy MERL ships in ``create-speaker-mixtures.zip``), which appends 0.35 s
     of zeros first; the default measures the signal as is (rev. 2516).
+    ``names`` (the source files) name a silent source in the error, else its number.
     """
     srcs = _check_inputs(sources, fs, snrs)
     gains = []
@@ -219,7 +223,8 @@ def source_gains(
             if not lev > 0:
                 raise ValueError("cannot normalise a silent (all-zero) signal: its active level is 0")
         except ValueError as err:
-            raise ValueError(f"mix_sources: source {k + 1}: {err}") from err
+            what = f"source file {names[k]}" if names is not None else f"source {k + 1}"
+            raise ValueError(f"mix_sources: {what}: {err}") from err
         gains.append(10.0 ** (float(snr) / 20.0) / math.sqrt(lev))
     return gains
 
@@ -321,7 +326,8 @@ def _mix_job(job: dict) -> str:
                 f"({job['paths'][0]}: {fs} Hz, {path}: {sr} Hz)"
             )
         signals.append(x)
-    gains = source_gains(signals, fs, job["snrs"], p56_pad_zeros=job.get("p56_pad_zeros", False))
+    gains = source_gains(signals, fs, job["snrs"], p56_pad_zeros=job.get("p56_pad_zeros", False),
+                         names=job["paths"])
     scaled = _scaled_at_rates(signals, fs, gains, job["rates"])
     for rate in job["rates"]:
         for mode in job["modes"]:

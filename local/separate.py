@@ -29,7 +29,9 @@ after its path below that folder (``folder/sub/a.flac`` -> ``sub_a_s1.wav``).
 
 The model is read from an export folder (``model.safetensors`` +
 ``model.json``, no pickle; else ``model.pth`` with ``torch.load(weights_only=True)``),
-or from a ``.safetensors`` / ``.pth`` file.
+or from a ``.safetensors`` / ``.pth`` file. A Lightning ``.ckpt``, a pickle
+holding anything but tensors, a damaged file and an unwritable ``--out-dir``
+are refused with one line before anything is separated.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ import itertools
 import json
 import logging
 import sys
+import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -50,16 +54,98 @@ CHANNEL_MODES = ("downmix", "each")
 
 
 # ------------------------------------------------------------------ model
+class ModelFileError(ValueError):
+    """A model file that cannot be used; the message is one line naming the file and what to do."""
+
+
+#: What to pass instead of a file that is not a model package.
+MODEL_HINT = "pass an export folder (exp/<tag>/export, from ./run.sh --stage 3) or an experiment's best_model.pth"
+#: What to do about a damaged export file (callers with other files pass their own).
+REEXPORT = "copy it again, or export the model again (./run.sh --stage 3 --stop-stage 3 --force)"
+PACKAGE_KEYS = ("model_name", "model_args", "state_dict")
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
+def _is_lightning_checkpoint(path: Path) -> bool:
+    """A Lightning training checkpoint, by its name or by the key Lightning writes into its pickle.
+
+    The pickle is searched as bytes, never unpickled: a checkpoint renamed to
+    ``.pth`` is recognised without running anything in it.
+    """
+    if path.suffix == ".ckpt":
+        return True
+    try:
+        with zipfile.ZipFile(path) as zf:
+            pickles = [n for n in zf.namelist() if n.rsplit("/", 1)[-1] == "data.pkl"]
+            return any(b"pytorch-lightning_version" in zf.read(n) for n in pickles)
+    except (zipfile.BadZipFile, OSError, RuntimeError):  # not a (readable) torch archive: torch.load says more
+        return False
+
+
+def _lightning_error(path: Path) -> ModelFileError:
+    return ModelFileError(f"{path} is a Lightning training checkpoint, not a model package: {MODEL_HINT}")
+
+
+def _load_pth(path: Path, remedy: str) -> dict:
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights only" in str(err).lower():
+            # torch's own text suggests weights_only=False, i.e. running the file's code: never do that
+            raise ModelFileError(f"{path} is not a safe model file (it holds Python objects other than tensors, "
+                                 f"so it is not an export of this recipe): not loaded; {MODEL_HINT}") from None
+        raise ModelFileError(f"{path} is truncated or corrupt ({_first_line(err)}): {remedy}") from None
+    except Exception as err:  # noqa: BLE001 - torch raises RuntimeError, EOFError, KeyError ... for a damaged file
+        raise ModelFileError(f"{path} is truncated or corrupt ({_first_line(err)}): {remedy}") from None
+
+
+def read_package(path: str | Path, remedy: str = REEXPORT) -> dict:
+    """asteroid's ``serialize`` dict from a model ``.pth`` or ``.safetensors`` (+ its ``.json``).
+
+    Nothing read here can run code: safetensors and JSON hold data only, and a
+    ``.pth`` is read with ``torch.load(weights_only=True)``. Raises
+    :class:`ModelFileError` for a Lightning checkpoint, a pickle holding other
+    objects than tensors and plain values, a truncated or corrupt file (with
+    ``remedy`` as what to do) and a file that holds no model package.
+    """
+    path = Path(path)
+    if _is_lightning_checkpoint(path):
+        raise _lightning_error(path)
+    package = read_safetensors_package(path, remedy) if path.suffix == ".safetensors" else _load_pth(path, remedy)
+    if isinstance(package, dict) and "pytorch-lightning_version" in package:
+        raise _lightning_error(path)
+    if not isinstance(package, dict) or any(k not in package for k in PACKAGE_KEYS):
+        raise ModelFileError(f"{path} holds no model package ({', '.join(PACKAGE_KEYS)}): {MODEL_HINT}")
+    return package
+
+
+def build_model(package: dict, path: str | Path):
+    """The model of a package read by :func:`read_package`, in eval mode; ``path`` names it in errors."""
+    from local.model import load_model
+
+    try:
+        model = load_model(package)
+    except Exception as err:  # noqa: BLE001 - wrong arguments or weights: KeyError, TypeError, RuntimeError ...
+        raise ModelFileError(f"{path}: the model cannot be rebuilt from it ({_first_line(err)}): "
+                             f"{MODEL_HINT}") from None
+    model.eval()
+    return model
+
+
 def load_separator(model_dir_or_file: str | Path):
     """The model of an export folder (or a model ``.safetensors`` / ``.pth`` file), in eval mode.
 
-    Nothing read here can run code: safetensors and JSON hold data only, and a
-    ``.pth`` is read with ``torch.load(weights_only=True)``.
+    Nothing read here can run code (see :func:`read_package`). Raises
+    ``FileNotFoundError`` and :class:`ModelFileError`, both one line.
     """
-    import torch
-
-    from local.model import load_model
-
     path = Path(model_dir_or_file)
     if path.is_dir():
         if (path / "model.safetensors").is_file():
@@ -68,25 +154,28 @@ def load_separator(model_dir_or_file: str | Path):
             path = path / "model.pth"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: pass an export folder or a model .safetensors/.pth file")
-    if path.suffix == ".safetensors":
-        package = read_safetensors_package(path)
-    else:
-        package = torch.load(path, map_location="cpu", weights_only=True)
-    model = load_model(package)
-    model.eval()
-    return model
+    return build_model(read_package(path), path)
 
 
-def read_safetensors_package(weights: Path) -> dict:
+def read_safetensors_package(weights: Path, remedy: str = REEXPORT) -> dict:
     """asteroid's ``serialize`` dict from ``model.safetensors`` and the ``model.json`` beside it."""
     from safetensors.torch import load_file
 
     config_path = weights.with_suffix(".json")
     if not config_path.is_file():
         raise FileNotFoundError(f"{config_path} not found: it holds the model arguments of {weights.name}")
-    config = json.loads(config_path.read_text())
+    try:
+        config = json.loads(config_path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ModelFileError(f"{config_path} is truncated or corrupt ({_first_line(err)}): {remedy}") from None
+    if not isinstance(config, dict) or any(k not in config for k in ("model_name", "model_args")):
+        raise ModelFileError(f"{config_path} holds no model_name and model_args: {remedy}")
+    try:
+        state_dict = load_file(str(weights), device="cpu")
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own SafetensorError for a damaged file
+        raise ModelFileError(f"{weights} is truncated or corrupt ({_first_line(err)}): {remedy}") from None
     return {"model_name": config["model_name"], "model_args": config["model_args"],
-            "state_dict": load_file(str(weights), device="cpu"), "infos": config.get("infos", {})}
+            "state_dict": state_dict, "infos": config.get("infos", {})}
 
 
 def model_context(model) -> tuple[int, int]:
@@ -319,6 +408,22 @@ def separate_file(model, path: Path, out_dir: Path, stem: str, channels: str = "
     return paths
 
 
+def check_out_dir(out_dir: Path) -> None:
+    """Create ``out_dir`` and write a probe file in it: an unusable folder fails before any separation.
+
+    A real file (not ``os.access``) also catches read-only file systems and
+    works for root, for whom the permission bits say nothing.
+    """
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir, prefix=".write-probe-"):
+            pass
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise SystemExit(f"error: --out-dir {out_dir}: cannot create or write files there ({reason}): "
+                         "choose another folder or fix its permissions") from None
+
+
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="export folder, or model .safetensors/.pth")
@@ -340,12 +445,13 @@ def main(argv=None) -> int:
 
     from tqdm import tqdm
 
+    out_dir = Path(args.out_dir)
     try:
         files = expand_inputs(args.inputs)
+        check_out_dir(out_dir)  # before the model is loaded and any input separated
         model = load_separator(args.model)
-    except (FileNotFoundError, ValueError, KeyError) as err:
+    except (FileNotFoundError, ValueError) as err:  # ModelFileError is a ValueError
         raise SystemExit(f"error: {err}")
-    out_dir = Path(args.out_dir)
     window_s = args.window or None
     failed = []
     bar = tqdm(files, desc="separate", unit="file", disable=args.no_progress_bar or len(files) < 2)

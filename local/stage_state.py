@@ -44,6 +44,22 @@ def same_settings(marker: str | Path, settings: dict) -> bool:
         return False
 
 
+def made_from(marker: str | Path, path: str | Path):
+    """Whether ``marker`` recorded ``path`` as it is now: True/False, or None when the marker is
+    missing or damaged (its stage never finished)."""
+    try:
+        recorded = json.loads(Path(marker).read_text()).get("inputs")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(recorded, dict):
+        return None
+    try:
+        (key, now), = _fingerprint([path]).items()
+    except FileNotFoundError:
+        return False
+    return recorded.get(key) == now
+
+
 def mark_done(marker: str | Path, inputs: Iterable[str | Path] = (), **info) -> None:
     marker = Path(marker)
     marker.parent.mkdir(parents=True, exist_ok=True)

@@ -45,6 +45,8 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from local.config import ConfigError
+
 log = logging.getLogger("local.train")
 
 
@@ -67,6 +69,10 @@ def get_parser() -> argparse.ArgumentParser:
                    help="optimizer step every K batches; overrides training.accumulate_grad_batches")
     p.add_argument("--num-workers", type=int, default=None, help="overrides data.num_workers")
     p.add_argument("--fast-dev-run", action="store_true", help="one batch of train and valid, for smoke tests")
+    p.add_argument("--force", action="store_true",
+                   help="train again from scratch: removes this folder's checkpoints and best model first")
+    p.add_argument("--check-only", action="store_true",
+                   help="validate the config, the devices and the experiment folder, then exit (no data needed)")
     p.add_argument("--no-progress-bar", action="store_true")
     return p
 
@@ -164,10 +170,6 @@ def trainer_settings(tc: dict) -> dict:
     precision = PRECISIONS.get(str(tc["precision"]).strip())
     if precision is None:
         raise ValueError(f"training.precision={tc['precision']!r}: use 32-true, 16-mixed or bf16-mixed")
-    if tc["accumulate_grad_batches"] < 1:
-        raise ValueError("training.accumulate_grad_batches must be at least 1")
-    if tc["num_nodes"] < 1:
-        raise ValueError("training.num_nodes must be at least 1")
     n = _n_devices(tc["devices"])
     strategy = tc["strategy"]
     if strategy == "auto" and (tc["num_nodes"] > 1 or n == -1 or (n is not None and n > 1)):
@@ -184,34 +186,58 @@ def trainer_settings(tc: dict) -> dict:
 
 
 def check_exp_dir(exp_dir: Path, conf: dict) -> None:
-    """An experiment folder belongs to one config: refuse to mix two in one folder."""
-    from local.config import save_config
-    import yaml
+    """An experiment folder belongs to one config: refuse to mix two in one folder.
+
+    Only the settings that define the model count (``local.config.identity``): devices,
+    workers and the evaluation section may change between a run and its resumption.
+    """
+    from local.config import identity_diffs, read_experiment_config, save_config
 
     saved = exp_dir / "conf.yml"
     if saved.is_file():
-        with open(saved) as f:
-            previous = yaml.safe_load(f)
-        # Devices and workers may change between a run and its resumption.
-        volatile = {("training", "devices"), ("training", "accelerator"), ("training", "num_nodes"),
-                    ("data", "num_workers"), ("training", "strategy")}
-        # A key added to the schema after the folder was made counts as its default there.
-        from local.config import DEFAULTS
-
-        def before(s, k):
-            sec = previous.get(s, {})
-            return sec[k] if k in sec else DEFAULTS.get(s, {}).get(k)
-
-        diffs = [f"{s}.{k}: {before(s, k)!r} -> {v!r}"
-                 for s, sec in conf.items() for k, v in sec.items()
-                 if (s, k) not in volatile and before(s, k) != v]
+        diffs = identity_diffs(read_experiment_config(saved), conf)
         if diffs:
-            raise SystemExit(
-                f"error: {saved} was written by a different config ({'; '.join(diffs)}). "
-                "Use another --tag / --exp-dir, or delete the folder to start over."
+            raise ConfigError(
+                f"{saved} was written by a different config ({'; '.join(diffs)}). "
+                "Use another --tag / --exp-dir, or --force to train this folder again from scratch."
             )
         return  # keep the file (and its time stamp, which later stages' markers record)
     save_config(conf, saved)
+
+
+def training_inputs(exp_dir: Path, data_dir: Path, conf: dict) -> list[Path]:
+    """The files a finished training run was made from: its config and the metadata of the
+    splits it read. The marker fingerprints them, so re-prepared data means re-training."""
+    from local.data import split_dir
+
+    dc = conf["data"]
+    names = ["mix"] + [f"s{i + 1}" for i in range(dc["n_src"])]
+    return [exp_dir / "conf.yml"] + [split_dir(data_dir, dc, split) / f"{name}.json"
+                                     for split in (dc["train_set"], dc["valid_set"]) for name in names]
+
+
+# What a training run writes (besides conf.yml and run.sh's logs/*.log), removed to start over.
+TRAINING_OUTPUTS = ("checkpoints", "best_model.pth", "best_k_models.json", "logs/metrics.csv",
+                    "logs/hparams.yaml", "logs/tb", "training_curves.png", "training_curves.csv", "env.json")
+
+
+def start_over(exp_dir: Path, reason: str) -> None:
+    """Remove a previous run's training outputs so that training starts from step 0.
+
+    The marker goes first: a start-over that is killed half-way leaves no finished-looking folder.
+    """
+    import shutil
+
+    log.warning("%s: training %s from scratch (removing its checkpoints and best model)", reason, exp_dir)
+    (exp_dir / ".train.done").unlink(missing_ok=True)
+    for name in TRAINING_OUTPUTS:
+        path = exp_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    for stale in exp_dir.glob("hpc_ckpt_*.ckpt"):
+        stale.unlink()
 
 
 def steps_per_epoch(n_items: int, conf: dict, world_size: int = 1) -> int:
@@ -263,18 +289,42 @@ def export_best(exp_dir: Path, checkpoint_cb, conf: dict) -> Path:
     return out
 
 
+def check_devices(tc: dict) -> None:
+    """Refuse several processes on an accelerator that is not there.
+
+    Lightning's ``accelerator: auto`` falls back to the CPU without a GPU, where
+    ``devices: 2`` would silently start two-process CPU DDP (twice the effective batch).
+    Several CPU processes stay possible when asked for by name (``accelerator: cpu``).
+    """
+    n = _n_devices(tc["devices"])
+    if str(tc["accelerator"]) == "cpu" or n is None or n == 1:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            f"training.devices={tc['devices']!r} asks for several GPUs, but this machine has none visible "
+            "(torch.cuda.is_available() is False): use --devices 1, or set training.accelerator=cpu to run "
+            "that many CPU processes of DDP on purpose")
+
+
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    from local.config import ConfigError
-
+    exp_dir = Path(args.exp_dir)
+    data_dir = Path(args.data_dir)
     try:
         conf = resolve_config(args)
         settings = trainer_settings(conf["training"])
+        check_devices(conf["training"])
+        if args.check_only:
+            # run.sh calls this before stage 0: a config that cannot train fails in seconds,
+            # not after the data preparation.
+            if not args.force and (exp_dir / "conf.yml").is_file():
+                check_exp_dir(exp_dir, conf)
+            return 0
     except (ConfigError, ValueError) as err:
         raise SystemExit(f"error: {err}")
-    exp_dir = Path(args.exp_dir)
-    data_dir = Path(args.data_dir)
     if not data_dir.is_dir():
         raise SystemExit(f"error: --data-dir {data_dir} does not exist: run data preparation first")
 
@@ -298,14 +348,28 @@ def main(argv=None) -> int:
     if tc["num_threads"] > 0:
         torch.set_num_threads(tc["num_threads"])
     ckpt_dir = exp_dir / "checkpoints"
+    marker = exp_dir / ".train.done"
+    inputs = training_inputs(exp_dir, data_dir, conf)
+    # A fresh start (no resume from last.ckpt) after --force, or when the folder holds a run that
+    # finished on other inputs (re-prepared data): resuming a finished run would train nothing.
+    fresh = args.force
     if is_rank_zero:
         exp_dir.mkdir(parents=True, exist_ok=True)
-        check_exp_dir(exp_dir, conf)
+        try:
+            if args.force and not args.fast_dev_run:
+                start_over(exp_dir, "--force")
+                (exp_dir / "conf.yml").unlink(missing_ok=True)  # --force may bring another config
+            check_exp_dir(exp_dir, conf)
+        except ConfigError as err:
+            raise SystemExit(f"error: {err}")
+        if not args.fast_dev_run and marker.is_file() and not is_done(marker, inputs):
+            start_over(exp_dir, "the data or config changed since this folder was trained")
+            fresh = True
         for stale in remove_stale_temporaries(ckpt_dir):
             log.warning("removed %s, left by a checkpoint write that was killed", stale)
-    marker = exp_dir / ".train.done"
-    if not args.fast_dev_run and is_done(marker, [exp_dir / "conf.yml"]) and (exp_dir / "best_model.pth").is_file():
-        log.info("training already finished in %s (delete %s to train again)", exp_dir, marker)
+    if not args.fast_dev_run and is_done(marker, inputs) and (exp_dir / "best_model.pth").is_file():
+        log.info("training already finished in %s (run.sh --force, or train.py --force, trains it again)",
+                 exp_dir)
         return 0
     if is_rank_zero:
         atomic_write_text(exp_dir / "env.json", json.dumps(environment_info(), indent=2))
@@ -361,7 +425,7 @@ def main(argv=None) -> int:
              settings["devices"], settings["num_nodes"], trainer.world_size, settings["strategy"],
              settings["precision"])
 
-    resume = None if args.fast_dev_run else resume_checkpoint(exp_dir)
+    resume = None if (args.fast_dev_run or fresh) else resume_checkpoint(exp_dir)
     if resume:
         log.info("resuming from %s", resume)
     try:
@@ -371,13 +435,14 @@ def main(argv=None) -> int:
                     f"checkpoint saved to {preemption.saved_path}" if preemption.saved_path
                     else "no checkpoint could be saved")
         return 143
-    except NonFiniteLossError as err:
+    except (NonFiniteLossError, FileNotFoundError) as err:
+        # FileNotFoundError: local.metadata.CorpusChanged, a corpus file gone during the run
         raise SystemExit(f"error: {err}")
     if args.fast_dev_run:
         return 0
     if trainer.is_global_zero:
         best = export_best(exp_dir, checkpoint, conf)
-        mark_done(marker, [exp_dir / "conf.yml"], best_model=str(best))
+        mark_done(marker, inputs, best_model=str(best))
         log.info("best model: %s (val_loss %.3f)", best, float(checkpoint.best_model_score or float("nan")))
         from local.curves import plot_after_training
 

@@ -148,13 +148,27 @@ def test_paper_best_size_and_receptive_field():
 def test_causal_twin_changes_only_causality_and_norm():
     best, causal = load_config(REPO / "conf/paper_best.yml"), load_config(REPO / "conf/paper_best_causal.yml")
     assert diff_keys(best, causal) == {("masknet", "causal"), ("masknet", "norm_type")}
-    assert (causal["masknet"]["causal"], causal["masknet"]["norm_type"]) == (True, "cLN")
+    # The paper's causal model uses cumulative layer norm, which is asteroid's cgLN (CumLN);
+    # asteroid's cLN is a per-frame channel norm (ChanLN).
+    assert (causal["masknet"]["causal"], causal["masknet"]["norm_type"]) == (True, "cgLN")
     model = make_model(causal)
     assert model.n_parameters() == make_model(best).n_parameters()
+    from asteroid.masknn.norms import ChanLN, CumLN
+
+    norms = [type(m) for m in model.masker.modules() if isinstance(m, (ChanLN, CumLN))]
+    assert norms and all(t is CumLN for t in norms)
+
+
+def test_per_frame_causal_variant_differs_only_in_its_norm():
+    causal = load_config(REPO / "conf/paper_best_causal.yml")
+    per_frame = load_config(REPO / "conf/paper_best_causal_cln.yml")
+    assert diff_keys(causal, per_frame) == {("masknet", "norm_type")}
+    assert per_frame["masknet"]["norm_type"] == "cLN"
 
 
 def test_every_key_is_known():
     """The configs only use keys of the schema (load_config would fail otherwise)."""
-    for path in [*REPO.glob("conf/ablation*/*.yml"), REPO / "conf/paper_best.yml", REPO / "conf/paper_best_causal.yml"]:
+    for path in [*REPO.glob("conf/ablation*/*.yml"), REPO / "conf/paper_best.yml", REPO / "conf/paper_best_causal.yml",
+                 REPO / "conf/paper_best_causal_cln.yml"]:
         for section, key in flat(load_raw(path)):
             assert key in DEFAULTS[section], (path, section, key)

@@ -102,3 +102,62 @@ def test_steps_per_epoch_uses_the_batch_limit():
     assert steps_per_epoch(4000, conf) == 250
     conf["training"]["limit_train_batches"] = 0.5
     assert steps_per_epoch(4000, conf) == 4000 // conf["data"]["batch_size"] // 2
+
+
+def test_yaml_floats_without_a_dot_are_floats(tmp_path):
+    """YAML 1.1 reads 1e-3 as a string: it was refused in a file and accepted with --set."""
+    path = tmp_path / "c.yml"
+    path.write_text("optim:\n  lr: 1e-3\n")
+    assert load_config(path)["optim"]["lr"] == 1e-3
+    assert load_config(write(tmp_path / "d.yml", {}), ["optim.lr=1e-3"])["optim"]["lr"] == 1e-3
+
+
+@pytest.mark.parametrize("override,message", [
+    ("optim.lr=-1", r"optim.lr=-1.0 must be > 0"),
+    ("optim.lr=0", r"optim.lr=0.0 must be > 0"),
+    ("data.batch_size=0", r"data.batch_size=0 must be >= 1"),
+    ("data.num_workers=-1", r"data.num_workers=-1 must be >= 0"),
+    ("training.epochs=0", r"training.epochs=0 must be >= 1"),
+    ("training.max_steps=0", r"training.max_steps=0 trains nothing"),
+    ("training.limit_train_batches=0", r"training.limit_train_batches=0 must be"),
+    ("scheduler.min_lr_ratio=2", r"scheduler.min_lr_ratio=2.0 must be >= 0 and <= 1"),
+    ("masknet.n_blocks=0", r"masknet.n_blocks=0 must be >= 1"),
+    ("evaluation.n_examples=-2", r"evaluation.n_examples=-2 must be >= 0"),
+    ("training.accumulate_grad_batches=0", r"training.accumulate_grad_batches=0 must be >= 1"),
+])
+def test_out_of_range_values_are_refused_at_load(tmp_path, override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path / "c.yml", {}), [override])
+
+
+def test_base_must_name_a_file(tmp_path):
+    """base: 5 was a traceback (a Path joined with an int)."""
+    path = tmp_path / "c.yml"
+    path.write_text("base: 5\n")
+    with pytest.raises(ConfigError, match="base: 5 must be the path of another config file"):
+        load_config(path)
+
+
+def test_evaluation_settings_are_not_part_of_the_experiment(tmp_path):
+    """Editing evaluation.* made the experiment folder refuse stages 2-4 as a 'different config'."""
+    from local.config import identity_diffs
+    from local.train import check_exp_dir
+
+    conf = load_config(REPO / "tests" / "conf" / "micro.yml")
+    check_exp_dir(tmp_path, conf)
+    changed = load_config(REPO / "tests" / "conf" / "micro.yml",
+                          ["evaluation.n_examples=0", "training.devices=1", "data.num_workers=1"])
+    check_exp_dir(tmp_path, changed)  # accepted
+    assert identity_diffs(conf, changed) == []
+    other = load_config(REPO / "tests" / "conf" / "micro.yml", ["optim.lr=0.5"])
+    with pytest.raises(ConfigError, match=r"optim.lr: 0.004 -> 0.5"):
+        check_exp_dir(tmp_path, other)
+
+
+def test_a_damaged_saved_config_is_one_clear_error(tmp_path):
+    from local.config import read_experiment_config
+
+    path = tmp_path / "conf.yml"
+    path.write_text("data: [unclosed\n")
+    with pytest.raises(ConfigError, match="(?s)conf.yml: not valid YAML.*damaged"):
+        read_experiment_config(path)

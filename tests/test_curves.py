@@ -18,7 +18,8 @@ def test_si_snr_is_minus_the_loss_per_epoch(tmp_path):
 def test_png_and_table_in_the_experiment_folder(tmp_path):
     exp = tmp_path / "exp"
     write_log(exp / "logs" / "metrics.csv", 4)
-    ref = write_log(tmp_path / "ref" / "logs" / "metrics.csv", 6)
+    write_log(tmp_path / "ref" / "logs" / "metrics.csv", 6)
+    ref = curves.write_training_curves(tmp_path / "ref").with_name(curves.CSV_NAME)  # another run's table
     out = curves.write_training_curves(exp, reference=ref)
     assert out == exp / "training_curves.png" and png_size(out) == (900, 500)
     lines = (exp / "training_curves.csv").read_text().splitlines()
@@ -58,3 +59,49 @@ def test_train_calls_the_plot_after_export_best():
 
     src = inspect.getsource(train.main)
     assert src.index("export_best(") < src.index("plot_after_training(exp_dir)")
+
+
+def _plotted_lines(monkeypatch, *args, **kwargs):
+    """{label: (epochs, values)} of the figure plot_si_snr_curves draws."""
+    from local import figures
+
+    drawn = {}
+    real = figures._save
+
+    def keep(fig, path):
+        for line in fig.axes[0].get_lines():
+            drawn[line.get_label()] = (list(line.get_xdata()), list(line.get_ydata()))
+        return real(fig, path)
+
+    monkeypatch.setattr(figures, "_save", keep)
+    curves.plot_si_snr_curves(*args, **kwargs)
+    return drawn
+
+
+def test_the_committed_reference_table_is_drawn(tmp_path, monkeypatch):
+    """The README's `python -m local.curves EXP --reference docs/demo_training_curves.csv`."""
+    from tests.test_evaluate import REPO
+
+    reference = REPO / "docs" / "demo_training_curves.csv"
+    table = curves.read_curves_table(reference)
+    assert table["train"][1] == 0.2306 and table["val"][1] == 2.2070 and len(table["val"]) >= 9
+    log_csv = write_log(tmp_path / "exp" / "logs" / "metrics.csv", 3)
+    drawn = _plotted_lines(monkeypatch, log_csv, tmp_path / "exp" / "c.png", reference=reference)
+    epochs = sorted(table["train"])
+    assert drawn["reference (training)"] == (epochs, [table["train"][e] for e in epochs])
+    assert drawn["reference (validation)"][1][0] == 2.2070
+    # what write_training_curves writes is what the reference reader reads: one format
+    written = tmp_path / "exp" / curves.CSV_NAME
+    assert curves.read_curves_table(written) == curves.si_snr_per_epoch(log_csv)
+    assert curves.main([str(tmp_path / "exp"), "--reference", str(reference)]) == 0
+
+
+def test_a_reference_of_another_format_is_one_clear_line(tmp_path):
+    log_csv = write_log(tmp_path / "exp" / "logs" / "metrics.csv", 3)
+    with pytest.raises(SystemExit) as err:  # a Lightning log instead of a training_curves.csv
+        curves.main([str(tmp_path / "exp"), "--reference", str(log_csv)])
+    msg = str(err.value)
+    assert msg == (f"error: {log_csv}: not a training_curves.csv (expected the columns "
+                   "epoch,train_si_snr,val_si_snr, as local.curves writes next to its PNG)")
+    with pytest.raises(SystemExit, match="--reference .*missing.csv not found"):
+        curves.main([str(tmp_path / "exp"), "--reference", str(tmp_path / "missing.csv")])

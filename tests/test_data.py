@@ -1,5 +1,7 @@
 """Datasets over the standard layout: crops, padding, dynamic mixing, rate checks."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -169,3 +171,102 @@ def test_speed_perturbation_scales_pitch_by_a_drawn_factor(tmp_path):
     assert abs(_peak_hz(plain[0][1][0].numpy()) - 1000.0) < 1.0
     with pytest.raises(ValueError, match="dm_speed_range"):
         DynamicMixingDataset(split, 2, 8000, segment=0.5, min_segment=0.25, speed_range=0.6)
+
+
+def _named_split(root, names, n=4000, rate=8000):
+    """A split whose mixtures have the given names; every source file holds its own noise."""
+    split = root / "wav8k" / "min" / "tr"
+    rng = np.random.default_rng(0)
+    for name in names:
+        sources = 0.1 * rng.standard_normal((2, n))
+        for folder, signal in (("s1", sources[0]), ("s2", sources[1]), ("mix", sources.sum(0))):
+            (split / folder).mkdir(parents=True, exist_ok=True)
+            sf.write(split / folder / f"{name}.wav", signal, rate, subtype="PCM_16")
+    write_split_metadata(split, 2)
+    return split
+
+
+def _drawn_paths(ds, key):
+    """The source files item ``key`` of ``ds`` is made of."""
+    seen = []
+    real = ds._source
+
+    def record(rng, path, n, percent):
+        seen.append(path)
+        return real(rng, path, n, percent)
+
+    ds._source = record
+    try:
+        ds[key]
+    finally:
+        ds._source = real
+    return seen
+
+
+def _speaker_by_path(split, speakers_of_name):
+    """source path -> speaker, ``speakers_of_name(name)`` giving the speakers of s1, s2 (written out per test)."""
+    out = {}
+    for item in MixtureDataset(split, 2, 8000).items:
+        out.update(zip(item["sources"], speakers_of_name(item["name"])))
+    return out
+
+
+# WSJ0-style names: utterance ids whose first 3 characters are the speaker; 01a speaks in 4 of 5 mixtures
+WSJ_NAMES = ["01aa0101_1.0_02ba0101_-1.0", "02bb0102_0.5_01ab0102_-0.5", "01ac0103_0.2_03ca0101_-0.2",
+             "03cb0102_2.0_01ad0104_-2.0", "02bc0103_0.7_03cc0103_-0.7"]
+
+
+def test_dynamic_mixing_never_pairs_a_speaker_or_a_file_with_itself(tmp_path):
+    split = _named_split(tmp_path, WSJ_NAMES)
+    ds = DynamicMixingDataset(split, 2, 8000, segment=0.25, min_segment=0.25, seed=1)
+    assert ds.by_speaker
+    speaker = _speaker_by_path(split, lambda name: [name[:3], name.split("_")[2][:3]])
+    pairs = set()
+    for key in range(300):
+        paths = _drawn_paths(ds, key)
+        assert len(paths) == 2 and len(set(paths)) == 2
+        assert len({speaker[p] for p in paths}) == 2, paths
+        pairs.add(frozenset(speaker[p] for p in paths))
+    assert pairs == {frozenset(p) for p in (("01a", "02b"), ("01a", "03c"), ("02b", "03c"))}  # all still drawn
+    # same key, same mixture (also in a fresh dataset); another key, another one
+    again = DynamicMixingDataset(split, 2, 8000, segment=0.25, min_segment=0.25, seed=1)
+    assert torch.equal(ds[17][0], again[17][0]) and torch.equal(ds[17][1], again[17][1])
+    assert _drawn_paths(ds, 17) == _drawn_paths(again, 17)
+    assert not torch.equal(ds[17][0], ds[18][0])
+
+
+def test_dynamic_mixing_demo_names_and_the_fallback_without_speakers(tmp_path):
+    demo = _named_split(tmp_path / "demo", ["d001_001_1.00000_d002_001_-1.00000",
+                                            "d002_002_0.50000_d001_002_-0.50000"])
+    ds = DynamicMixingDataset(demo, 2, 8000, segment=0.25, min_segment=0.25)
+    assert ds.by_speaker
+    speaker = _speaker_by_path(demo, lambda name: name.split("_")[0::3][:2])  # d001_001_<snr>_d002_...
+    for key in range(50):  # two speakers: every draw is one source of d001 and one of d002
+        assert {speaker[p] for p in _drawn_paths(ds, key)} == {"d001", "d002"}
+    plain = _named_split(tmp_path / "plain", ["u0", "u1", "u2"])  # no speakers in the names
+    ds = DynamicMixingDataset(plain, 2, 8000, segment=0.25, min_segment=0.25)
+    assert not ds.by_speaker
+    for key in range(100):  # fallback: different mixtures, different files
+        paths = _drawn_paths(ds, key)
+        assert len({Path(p).stem for p in paths}) == 2 and len(set(paths)) == 2
+    one_speaker = _named_split(tmp_path / "one", ["01aa0101_1.0_01ab0101_-1.0"])
+    with pytest.raises(ValueError, match="2 different speakers, the split has 1"):
+        DynamicMixingDataset(one_speaker, 2, 8000, segment=0.25, min_segment=0.25)
+
+
+def test_a_corpus_file_deleted_under_the_run_is_named(tmp_path):
+    from local.metadata import CorpusChanged
+
+    split = make_split(tmp_path, [8000, 8000])
+    ds = MixtureDataset(split, 2, 8000, segment=None, return_name=True)
+    gone = Path(ds.items[1]["sources"][0])
+    gone.unlink()
+    with pytest.raises(CorpusChanged) as err:
+        ds[1]
+    msg = str(err.value)
+    assert msg.startswith(f"{gone} is gone: the corpus changed under this run") and "re-run data preparation" in msg
+    assert "\n" not in msg and isinstance(err.value, FileNotFoundError)
+    damaged = Path(ds.items[0]["sources"][1])
+    damaged.write_bytes(b"RIFF but not audio")
+    with pytest.raises(ValueError, match="cannot read audio .*the corpus file is damaged"):
+        ds[0]

@@ -332,3 +332,41 @@ def test_inline_preparation_leaves_torch_threads_alone(tmp_path):
     a = torch.randn(4, 64, 64, dtype=torch.float64)
     torch.linalg.solve(a @ a.transpose(-1, -2) + torch.eye(64, dtype=torch.float64), torch.ones(4, 64, 1,
                                                                                                 dtype=torch.float64))
+
+
+def _run_prepare_sh(out, *extra):
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]
+    return subprocess.run(["bash", str(repo / "egs" / "demo" / "prepare.sh"), "--out", str(out), "--nj", "1",
+                           "--n-speakers", "4", "2", "2", "--utts-per-speaker", "2", "2", "2",
+                           "--n-mixtures", "4", "2", "2", "--quiet", *extra],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_force_never_deletes_a_folder_the_demo_did_not_make(tmp_path):
+    """--force ran rm -rf on whatever --data-dir named, a real corpus included."""
+    corpus = tmp_path / "wsj0-2mix"
+    (corpus / "wav8k" / "min" / "tt" / "mix").mkdir(parents=True)
+    precious = corpus / "wav8k" / "min" / "tt" / "mix" / "a.wav"
+    precious.write_bytes(b"RIFF")
+    res = _run_prepare_sh(corpus, "--force")
+    assert res.returncode != 0
+    assert "was not made by the demo corpus script" in res.stderr and "nothing was deleted" in res.stderr
+    assert precious.read_bytes() == b"RIFF"
+
+
+def test_force_rebuilds_only_what_the_demo_made(tmp_path):
+    out = tmp_path / "demo"
+    assert _run_prepare_sh(out).returncode == 0
+    (out / "logs").mkdir()
+    keep = [out / "logs" / "prepare.log", out / "my_notes.txt"]
+    for path in keep:
+        path.write_text("mine")
+    stale = out / "wav8k" / "min" / "tr" / "mix" / "stale.wav"
+    stale.write_bytes(b"x")
+    res = _run_prepare_sh(out, "--force")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert not stale.exists()  # the demo's own folders were rebuilt from scratch
+    assert all(p.read_text() == "mine" for p in keep)
+    assert len(json.loads((out / "wav8k" / "min" / "tr" / "mix.json").read_text())) == 4

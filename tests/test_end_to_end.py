@@ -126,3 +126,95 @@ def test_training_resumes_after_being_killed(micro_run, tmp_path):
     final = torch.load(last, map_location="cpu", weights_only=False)
     assert final["global_step"] == 80  # 40 epochs x 2 batches: no step done twice or lost
     assert (exp / "best_model.pth").is_file()
+
+
+def _train(data, exp, *extra):
+    cmd = [sys.executable, "-m", "local.train", "--conf", "tests/conf/micro.yml", "--data-dir", str(data),
+           "--exp-dir", str(exp), "--no-progress-bar", *extra]
+    res = subprocess.run(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return res.stdout + res.stderr
+
+
+def _first_logged_step(exp):
+    import csv
+
+    with open(exp / "logs" / "metrics.csv") as f:
+        return min(int(row["step"]) for row in csv.DictReader(f) if row["step"])
+
+
+def test_force_and_new_data_train_again_from_scratch(micro_run, tmp_path):
+    """--force used to delete only the marker, then 'resume' the finished last.ckpt and train nothing;
+    re-prepared data (new metadata) did not retrain at all."""
+    _, data, _, _ = micro_run
+    exp = tmp_path / "forced"
+    _train(data, exp)
+    first = (exp / "best_model.pth").stat().st_mtime_ns
+    assert "training already finished" in _train(data, exp)
+    out = _train(data, exp, "--force")
+    assert "from scratch" in out and "resuming from" not in out
+    assert (exp / "best_model.pth").stat().st_mtime_ns != first
+    assert _first_logged_step(exp) < 2  # a new run's log, not the old one continued
+    ckpt = torch.load(exp / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == 4  # 2 epochs x 2 batches, once
+    # Data prepared again (its metadata rewritten): the finished run no longer counts.
+    data2 = tmp_path / "data2"
+    import shutil
+
+    shutil.copytree(data, data2, symlinks=True)
+    _train(data2, exp)  # same files, copied: new fingerprints -> retrain
+    out = _train(data2, exp)
+    assert "training already finished" in out
+    meta = data2 / "wav8k" / "min" / "tr" / "mix.json"
+    meta.write_text(meta.read_text())
+    os.utime(meta, ns=(time.time_ns(), time.time_ns() + 10**9))
+    out = _train(data2, exp)
+    assert "changed since this folder was trained" in out and "from scratch" in out
+
+
+def test_every_run_keeps_its_log_with_the_command_line(micro_run):
+    args, _, exp, first = micro_run
+    run_sh(*args)
+    logs = sorted((exp / "logs").glob("train.*.log"))
+    assert len(logs) >= 2  # the first (training) run's log was not overwritten by the skipped re-run
+    assert "best model" in "".join(p.read_text() for p in logs)
+    assert (exp / "logs" / "train.log").resolve() == logs[-1].resolve() or \
+        (exp / "logs" / "train.log").resolve() in [p.resolve() for p in logs]
+    head = logs[0].read_text().splitlines()[0]
+    assert head.startswith("# ") and "run.sh" in head and "--conf tests/conf/micro.yml" in head
+
+
+def test_settings_that_would_not_reach_the_model_are_refused(micro_run):
+    """--set of a model setting with stage 1 not run used to be accepted and ignored."""
+    args, data, exp, _ = micro_run
+    res = subprocess.run(["bash", str(REPO / "run.sh"), *args, "--stage", "2", "--stop-stage", "2",
+                          "--set", "optim.lr=0.5"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0
+    assert "optim.lr" in res.stderr and "different config" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_paths_with_spaces_stay_whole(micro_run, tmp_path):
+    args, data, exp, _ = micro_run
+    folder = tmp_path / "my recordings"
+    folder.mkdir()
+    mix = next((exp / "eval" / "examples").glob("*/mixture.wav"))
+    (folder / "a talk.wav").write_bytes(mix.read_bytes())
+    out = run_sh(*args, "--stage", "4", "--stop-stage", "4", "--inputs", str(folder / "a talk.wav"))
+    assert (exp / "separated" / "a talk_s1.wav").is_file(), out.stderr[-2000:]
+
+
+def test_evaluation_settings_apply_without_retraining(micro_run, tmp_path):
+    """--set evaluation.* with stage 1 not run used to be accepted and ignored (exit 0)."""
+    args, data, exp, _ = micro_run
+    copy = tmp_path / "exp_copy"
+    import shutil
+
+    shutil.copytree(exp, copy, symlinks=True)
+    moved = [a if a != str(exp) else str(copy) for a in args]
+    best = (copy / "best_model.pth").stat().st_mtime_ns
+    res = run_sh(*moved, "--stage", "2", "--stop-stage", "2", "--set", "evaluation.n_examples=1")
+    assert "evaluation is up to date" not in res.stderr
+    assert len(list((copy / "eval" / "examples").iterdir())) == 1
+    assert (copy / "best_model.pth").stat().st_mtime_ns == best  # same model, re-scored

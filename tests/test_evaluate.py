@@ -170,3 +170,32 @@ def test_evaluation_stage_writes_everything(tmp_path, capsys):
     assert main(args) == 0 and (ev / "metrics.csv").stat().st_mtime_ns == mtime
     assert main(args + ["--sir-sar"]) == 0
     assert "sir" in json.loads((ev / "metrics.json").read_text())
+
+
+def test_damaged_experiment_files_are_one_line_errors(tmp_path):
+    import local.evaluate as evaluate
+
+    exp, data, _ = _fake_experiment(tmp_path)
+    args = ["--exp-dir", str(exp), "--data-dir", str(data)]
+    good_model, good_conf = (exp / "best_model.pth").read_bytes(), (exp / "conf.yml").read_text()
+    (exp / "best_model.pth").write_bytes(good_model[: len(good_model) // 2])  # truncated copy
+    with pytest.raises(SystemExit, match=r"best_model.pth is truncated or corrupt \(.*\): train again") as err:
+        main(args)
+    assert "\n" not in str(err.value) and "weights_only" not in str(err.value)
+    (exp / "best_model.pth").write_bytes(good_model)
+    for damaged in (good_conf[: len(good_conf) // 2] + "\n  - [unclosed\n", "just a string\n"):
+        (exp / "conf.yml").write_text(damaged)
+        with pytest.raises(SystemExit, match=r"error: .*conf.yml: .*(YAML|mapping)") as err:
+            main(args)
+        assert "\n" not in str(err.value) and "Traceback" not in str(err.value)
+    (exp / "conf.yml").write_text(good_conf)
+    assert not hasattr(evaluate, "peak_limit")  # the dead helper is gone; local.output_level is the one rule
+
+
+def test_moved_test_set_is_a_one_line_error(tmp_path):
+    exp, data, _ = _fake_experiment(tmp_path)
+    moved = tmp_path / "moved"
+    data.rename(moved)
+    with pytest.raises(SystemExit, match=r"mix.json names .* which does not exist: the corpus was moved") as err:
+        main(["--exp-dir", str(exp), "--data-dir", str(moved)])
+    assert "\n" not in str(err.value)

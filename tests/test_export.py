@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from local.config import load_config
-from local.export import main as export_main
+from local.export import EXPORT_FILES, main as export_main
 from local.model import make_model, serialize_model
 from local.separate import load_separator
 
@@ -27,7 +27,15 @@ def make_exp(tmp_path, who_is_pinv=None, causal=False):
     (exp / "conf.yml").write_text(yaml.safe_dump(conf))
     metrics = {"test_set": "tt", "n_utterances": 2, "si_sdr": 5.0, "input_si_sdr": 0.0, "si_sdr_imp": 5.0}
     (exp / "eval" / "metrics.json").write_text(json.dumps(metrics))
+    mark_evaluated(exp)
     return exp, model
+
+
+def mark_evaluated(exp):
+    """The marker local.evaluate writes last: these metrics are of the current best_model.pth."""
+    from local.stage_state import mark_done
+
+    mark_done(exp / "eval" / ".done", [exp / "best_model.pth"], settings={})
 
 
 @pytest.mark.parametrize("who_is_pinv,causal", [(None, False), ("encoder", False), (None, True)])
@@ -101,3 +109,62 @@ def test_missing_json_is_a_clear_error(tmp_path):
     (exp / "export" / "model.json").unlink()
     with pytest.raises(FileNotFoundError, match="model.json"):
         load_separator(exp / "export" / "model.safetensors")
+
+
+def test_metrics_of_an_older_model_are_refused(tmp_path):
+    import os
+
+    exp, _ = make_exp(tmp_path)
+    model_path = exp / "best_model.pth"
+    st = model_path.stat()
+    os.utime(model_path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # retrained after the evaluation
+    with pytest.raises(SystemExit) as err:
+        export_main(["--exp-dir", str(exp)])
+    assert str(err.value) == (f"error: {exp / 'eval' / 'metrics.json'} is from an older best_model.pth: "
+                              "re-run stage 2 (./run.sh --stage 2 --stop-stage 2)")
+    assert not (exp / "export").exists()
+    (exp / "eval" / ".done").unlink()  # an evaluation that never finished
+    with pytest.raises(SystemExit, match="is not from a finished evaluation .*re-run stage 2"):
+        export_main(["--exp-dir", str(exp)])
+    mark_evaluated(exp)  # evaluated again: accepted
+    assert export_main(["--exp-dir", str(exp)]) == 0
+
+
+def test_every_export_file_gets_the_same_mode(tmp_path):
+    import os
+    import stat
+
+    exp, _ = make_exp(tmp_path)
+    old = os.umask(0o027)  # a stricter umask than the usual one is respected too
+    try:
+        export_main(["--exp-dir", str(exp)])
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (exp / "export").iterdir()}
+    assert set(modes) >= set(EXPORT_FILES)
+    assert set(modes.values()) == {0o640}, modes  # 0666 less the umask, model.safetensors included
+
+
+def test_a_full_disk_leaves_the_previous_export_and_no_temp_folder(tmp_path, monkeypatch):
+    import errno
+
+    exp, _ = make_exp(tmp_path)
+    export_main(["--exp-dir", str(exp)])
+    before = {p.name: p.read_bytes() for p in (exp / "export").iterdir()}
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(SystemExit) as err:
+        export_main(["--exp-dir", str(exp), "--force"])
+    tmp = exp / "export.tmp"
+    assert str(err.value) == (f"error: could not write the export in {tmp} (no space left on device): removed it, "
+                              f"{exp / 'export'} is untouched")
+    assert not tmp.exists() and {p.name: p.read_bytes() for p in (exp / "export").iterdir()} == before
+    # torch's RuntimeError for a failed write (what torch.save raises on a full disk) is handled the same way
+    monkeypatch.setattr(torch, "save", lambda *a, **k: (_ for _ in ()).throw(
+        RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0\nframe #0: ...")))
+    with pytest.raises(SystemExit, match=r"unexpected pos 64 vs 0; is the disk full\?\): removed it") as err:
+        export_main(["--exp-dir", str(exp), "--force"])
+    assert "\n" not in str(err.value) and not tmp.exists()

@@ -94,3 +94,30 @@ def test_read_rejects_misaligned_json(tmp_path):
     (split / "s2.json").unlink()
     with pytest.raises(FileNotFoundError, match=r"s2.json"):
         read_split_metadata(split, 2)
+
+
+def test_a_moved_corpus_names_the_old_path_and_how_to_reindex(tmp_path):
+    from local.metadata import CorpusChanged
+
+    split = _make_split(tmp_path / "old", {"x": 10, "y": 20})
+    write_split_metadata(split, 2)
+    moved = tmp_path / "new"
+    os.rename(tmp_path / "old", moved)  # the JSON still holds the absolute paths under old/
+    with pytest.raises(CorpusChanged) as err:
+        read_split_metadata(moved / "wav8k" / "min" / "tr", 2)
+    msg = str(err.value)
+    old_first = str(split / "mix" / "x.wav")
+    assert f"names {old_first}, which does not exist" in msg and "moved or deleted" in msg
+    assert "re-run data preparation" in msg and "--stage 0" in msg and "\n" not in msg
+    assert isinstance(err.value, FileNotFoundError)  # callers that catch FileNotFoundError still do
+    write_split_metadata(moved / "wav8k" / "min" / "tr", 2)  # what re-running stage 0 does: re-index
+    assert [m["name"] for m in read_split_metadata(moved / "wav8k" / "min" / "tr", 2)] == ["x", "y"]
+
+
+def test_speakers_from_mixture_names():
+    from local.metadata import source_speakers
+
+    assert source_speakers("01aa010b_0.97482_209a010p_-0.97482", 2) == ["01a", "209"]
+    assert source_speakers("d321_002_1.82410_d326_006_-1.82410", 2) == ["d321", "d326"]
+    assert source_speakers("d321_002_1.82410_d326_006_-1.82410", 3) is None  # not n_src utterances
+    assert source_speakers("103-1240-0003_1034-121119-0000", 2) is None  # LibriMix: unknown

@@ -296,3 +296,23 @@ def test_create_mixtures_rejects_bad_arguments(tmp_path, tree):
         create_mixtures(entries, root, tmp_path / "o", "tr", modes=("avg",), progress=False)
     with pytest.raises(ValueError, match="duplicate"):
         create_mixtures(entries + entries[:1], root, tmp_path / "o", "tr", progress=False)
+
+
+def test_a_silent_source_is_named_by_its_file(tmp_path, tree):
+    root, names, entries = tree
+    silent = root / "si_tr_s" / "014" / "014a0101.wav"
+    silent.parent.mkdir(parents=True)
+    sf.write(str(silent), np.zeros(8000), FS, subtype="PCM_16")
+    entry = MixEntry(((names[0], "1.0"), ("si_tr_s/014/014a0101.wav", "-1.0")))
+    with pytest.raises(RuntimeError) as err:
+        create_mixtures([entry], root, tmp_path / "out", "tr", sample_rates=(8000,), progress=False)
+    msg = str(err.value)
+    assert f"source file {silent}: cannot normalise a silent (all-zero) signal" in msg, msg
+    assert str(root / names[0]) not in msg  # the other, fine source is not blamed
+
+
+def test_parse_errors_can_name_the_original_of_a_copy(tmp_path):
+    p = tmp_path / "copy.txt"
+    p.write_text("a.wav 1 b.wav\n")
+    with pytest.raises(ValueError, match=r"^/data/user/list\.txt:1: expected 4 fields"):
+        parse_mix_list(p, name="/data/user/list.txt")

@@ -76,6 +76,9 @@ def test_export_writes_the_card_with_the_corpus_from_the_exp_layout(tmp_path):
     torch.save(serialize_model(make_model(conf)), exp / "best_model.pth")
     (exp / "conf.yml").write_text(yaml.safe_dump(conf))
     (exp / "eval" / "metrics.json").write_text(json.dumps(METRICS))
+    from tests.test_export import mark_evaluated
+
+    mark_evaluated(exp)
     assert export_main(["--exp-dir", str(exp)]) == 0
     card = (exp / "export" / "README.md").read_text()
     assert front_matter(card)["datasets"] == ["wsj0-2mix", "sep_clean"]

@@ -151,3 +151,72 @@ def test_no_partial_outputs_when_writing_fails(export_dir, tmp_path, monkeypatch
     with pytest.raises(OSError, match="disk full"):
         separate_file(load_separator(out), tmp_path / "x.wav", tmp_path / "o", "x")
     assert not list((tmp_path / "o").glob("*.wav"))
+
+
+class _RunsCode:
+    """A pickle that creates ``path`` when unpickled: what a crafted model file could do."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def _model_error(model_path, tmp_path):
+    wav = tmp_path / "in.wav"
+    if not wav.is_file():
+        sf.write(wav, np.zeros(800, np.float32), 8000)
+    with pytest.raises(SystemExit) as err:
+        main(["--model", str(model_path), str(wav), "--out-dir", str(tmp_path / "o")])
+    msg = str(err.value)
+    assert msg.startswith(f"error: {model_path if model_path.is_dir() else model_path.parent}") and "\n" not in msg
+    return msg
+
+
+def test_unusable_model_files_are_one_line_errors(export_dir, tmp_path):
+    out, model = export_dir
+    ran = tmp_path / "code_ran"
+    torch.save({"model_name": "ConvTasNetVariant", "x": _RunsCode(ran)}, tmp_path / "crafted.pth")
+    msg = _model_error(tmp_path / "crafted.pth", tmp_path)
+    assert "is not a safe model file" in msg and "not an export of this recipe" in msg
+    assert "weights_only" not in msg and not ran.exists()
+    # a Lightning training checkpoint, by name and renamed to .pth
+    ckpt = {"pytorch-lightning_version": "2.4.0", "epoch": 3, "state_dict": serialize_model(model)["state_dict"]}
+    for name in ("epoch003.ckpt", "renamed.pth"):
+        torch.save(ckpt, tmp_path / name)
+        msg = _model_error(tmp_path / name, tmp_path)
+        assert "is a Lightning training checkpoint" in msg and "best_model.pth" in msg and "export" in msg
+    # truncated copies
+    torch.save(serialize_model(model), tmp_path / "model.pth")
+    data = (tmp_path / "model.pth").read_bytes()
+    (tmp_path / "model.pth").write_bytes(data[: len(data) // 2])
+    assert "is truncated or corrupt" in _model_error(tmp_path / "model.pth", tmp_path)
+    data = (out / "model.safetensors").read_bytes()
+    (out / "model.safetensors").write_bytes(data[: len(data) // 2])
+    assert _model_error(out, tmp_path).startswith(f"error: {out / 'model.safetensors'} is truncated or corrupt")
+    (out / "model.json").write_text('{"model_name": ')
+    assert _model_error(out, tmp_path).startswith(f"error: {out / 'model.json'} is truncated or corrupt")
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pth")  # a safe pickle, but no model package
+    assert "holds no model package" in _model_error(tmp_path / "other.pth", tmp_path)
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
+
+
+def test_unwritable_out_dir_fails_before_any_separation(export_dir, tmp_path, monkeypatch):
+    import local.separate as separate
+
+    out, _ = export_dir
+    sf.write(tmp_path / "x.wav", np.zeros(800, np.float32), 8000)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+
+    def never(*args, **kwargs):
+        raise AssertionError("separated or loaded before the out dir was checked")
+
+    monkeypatch.setattr(separate, "separate_file", never)
+    monkeypatch.setattr(separate, "load_separator", never)
+    with pytest.raises(SystemExit) as err:
+        main(["--model", str(out), str(tmp_path / "x.wav"), "--out-dir", str(blocker / "sep")])
+    msg = str(err.value)
+    assert msg.startswith(f"error: --out-dir {blocker / 'sep'}: cannot create or write files there")
+    assert "\n" not in msg

@@ -401,6 +401,32 @@ def test_lists_from_zip_download_and_offline_message(tmp_path):
     assert not list((tmp_path / "c").glob("*.txt"))
 
 
+def test_list_errors_name_the_users_file_not_the_copy(tmp_path):
+    mine = write_lists(tmp_path / "my_lists", LISTS2)
+    bad = (mine / "mix_2_spk_cv.txt").read_text().splitlines()
+    bad[1] = " ".join(bad[1].split()[:-1])  # line 2: a field short
+    (mine / "mix_2_spk_cv.txt").write_text("\n".join(bad) + "\n")
+    copies = ml.obtain_lists(2, tmp_path / "out" / "mix_lists", source=mine)
+    assert copies["cv"].parent == tmp_path / "out" / "mix_lists"
+    with pytest.raises(ValueError) as err:
+        ml.check_lists(copies, 2, allow_partial=True)
+    assert str(err.value).startswith(f"{(mine / 'mix_2_spk_cv.txt').resolve()}:2: expected 4 fields")
+    res = ml.check_lists({**copies, "cv": copies["tr"]}, 2, allow_partial=True)  # count warnings, too
+    assert any(w.startswith(f"--allow-partial: {(mine / 'mix_2_spk_tt.txt').resolve()}:") for w in res.warnings)
+    # from a zip: the zip and its member
+    zpath = tmp_path / "create-speaker-mixtures.zip"
+    with zipfile.ZipFile(zpath, "w") as zf:
+        for s in SPLITS:
+            zf.write(mine / f"mix_2_spk_{s}.txt", f"create-speaker-mixtures/mix_2_spk_{s}.txt")
+    copies = ml.obtain_lists(2, tmp_path / "z" / "mix_lists", source=zpath)
+    with pytest.raises(ValueError, match=rf"^{zpath}:create-speaker-mixtures/mix_2_spk_cv\.txt:2: expected 4"):
+        ml.check_lists(copies, 2, allow_partial=True)
+    # a copy edited after it was made is the file to fix: then the copy is named
+    copies["cv"].write_text("\n".join(bad[:1] + ["x.wav 1.0"]) + "\n")
+    with pytest.raises(ValueError, match=rf"^{copies['cv']}:2: expected 4"):
+        ml.check_lists(copies, 2, allow_partial=True)
+
+
 # ---------------------------------------------------------------------------
 # the build, compared with the independent reference
 # ---------------------------------------------------------------------------

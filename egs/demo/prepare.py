@@ -337,6 +337,45 @@ def _validate(seed, n_speakers, utts_per_speaker, n_mixtures, sample_rates, mode
     return int(seed), spk, utt, mix, rates, mode_list, int(nj)
 
 
+# What this script writes into its output folder, and nothing else (run.sh's logs/ stays).
+_OUTPUTS = ("sources", "sentences", "speakers.json", "mix_lists", "wav8k", "wav16k")
+
+
+def remove_demo_corpus(out_dir: PathLike) -> list:
+    """Delete a demo corpus made by this script (for ``--force``), and only that.
+
+    The folder must carry this script's ``sources/.done`` marker: a ``--data-dir`` that points
+    at anything else (a real corpus, a home folder) is refused, never emptied. Returns the
+    removed paths.
+    """
+    import shutil
+
+    out_dir = Path(out_dir)
+    if not out_dir.exists():
+        return []
+    marker = out_dir / "sources" / ".done"
+    try:
+        made_here = json.loads(marker.read_text())["config"]["format"] is not None
+    except (OSError, ValueError, KeyError, TypeError):
+        made_here = False
+    if not made_here:
+        if all(p.name == "logs" for p in out_dir.iterdir()):  # new, or only run.sh's stage logs
+            return []
+        raise ValueError(f"--force: {out_dir} was not made by the demo corpus script (no {marker}); "
+                         "nothing was deleted. Point --data-dir at a demo corpus folder or a new one")
+    removed = []
+    for name in _OUTPUTS:
+        path = out_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+        else:
+            continue
+        removed.append(path)
+    return removed
+
+
 # ------------------------------------------------------------------------------------------
 # main entry point
 # ------------------------------------------------------------------------------------------
@@ -476,6 +515,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nj", type=int, default=min(os.cpu_count() or 1, 8),
                    help="parallel processes for synthesis and mixing")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--force", action="store_true",
+                   help="rebuild from scratch: first delete what this script made in --out (only that)")
     return p
 
 
@@ -484,6 +525,9 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
     args = parser.parse_args(None if argv is None else list(argv))
     t0 = time.perf_counter()
     try:
+        if args.force:
+            for path in remove_demo_corpus(args.out):
+                print(f"--force: removed {path}", file=sys.stderr)
         summary = prepare_demo(
             args.out, seed=args.seed, n_speakers=args.n_speakers,
             utts_per_speaker=args.utts_per_speaker, n_mixtures=args.n_mixtures,

@@ -5,19 +5,15 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "$root/tools/log.sh"
+# --force goes to the Python side, which deletes only what it made (never an arbitrary --out).
 args=()
 out=
 while [ $# -gt 0 ]; do
   case $1 in
-    --force) force=true; shift ;;
-    --out) out=$2; args+=("$1" "$2"); shift 2 ;;
+    --out) [ $# -ge 2 ] || die "--out needs a value"; out=$2; args+=("$1" "$2"); shift 2 ;;
     *) args+=("$1"); shift ;;
   esac
 done
 [ -n "$out" ] || die "egs/demo/prepare.sh: --out DIR is required"
-if [ "${force:-false}" = true ] && [ -d "$out" ]; then
-  log "--force: removing $out to rebuild the demo corpus"
-  rm -rf "$out"
-fi
 cd "$root"
 PYTHONPATH=$root${PYTHONPATH:+:$PYTHONPATH} exec "$root/.venv/bin/python" -m egs.demo.prepare "${args[@]}"

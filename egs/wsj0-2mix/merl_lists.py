@@ -8,8 +8,10 @@ download): ``mix_2_spk_{tr,cv,tt}.txt`` for wsj0-2mix and
 
 :func:`obtain_lists` takes them from ``--mix-lists`` (a folder holding the
 ``.txt`` files or the zip itself) or downloads the zip, then copies the
-lists into the output folder.  :func:`check_lists` validates them: format
-errors name the file and line (via :func:`local.mixing.parse_mix_list`),
+lists into the output folder, recording where each copy came from
+(:data:`ORIGINS_FILE`).  :func:`check_lists` validates them: format
+errors name the file and line (via :func:`local.mixing.parse_mix_list`) of
+the user's original (``--mix-lists`` file, or ``zip:member``), not of the copy,
 paths must be WSJ0 ``si_tr_s``/``si_dt_05``/``si_et_05`` paths, the line
 counts must be the official ones and the content must equal the official
 lists (SHA-256 of the whitespace-normalised text, :data:`OFFICIAL_SHA256`);
@@ -20,6 +22,7 @@ names) are reported, because the names would then differ from MERL's.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import shutil
@@ -43,12 +46,15 @@ __all__ = [
     "normalised_sha256",
     "names_sha256",
     "obtain_lists",
+    "origin_of",
     "check_lists",
     "download",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
+#: Written by obtain_lists next to the copies: ``{list name: [origin, sha256 of the copy]}``.
+ORIGINS_FILE = ".origins.json"
 #: MERL's public archive with the mixing scripts and the mix lists (used by asteroid and ESPnet).
 MERL_URL = "https://www.merl.com/demos/deep-clustering/create-speaker-mixtures.zip"
 SPLITS = ("tr", "cv", "tt")
@@ -132,6 +138,33 @@ def download(url: str, dest: Path, timeout: float = 60.0) -> None:
             tmp.unlink()
 
 
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _record_origins(dest: Path, origins: Dict[str, str]) -> None:
+    """Remember where each copy in ``dest`` came from, so that errors can name the user's file."""
+    from local.stage_state import atomic_write_text
+
+    record = {n: [origin, _sha256(dest / n)] for n, origin in origins.items()}
+    atomic_write_text(dest / ORIGINS_FILE, json.dumps(record, indent=2) + "\n")
+
+
+def origin_of(path: PathLike) -> str:
+    """The user's file a list copy in ``OUT/mix_lists`` was made from, else ``path`` itself.
+
+    The record counts only while the copy is unchanged (same SHA-256): an
+    edited copy is then the file to name.
+    """
+    path = Path(path)
+    try:
+        record = json.loads((path.parent / ORIGINS_FILE).read_text(encoding="utf-8"))
+        origin, digest = record[path.name]
+    except (OSError, ValueError, KeyError, TypeError):
+        return str(path)
+    return str(origin) if digest == _sha256(path) else str(path)
+
+
 def _from_zip(zip_path: Path, names: Sequence[str], dest: Path) -> Dict[str, Path]:
     try:
         zf = zipfile.ZipFile(zip_path)
@@ -150,6 +183,7 @@ def _from_zip(zip_path: Path, names: Sequence[str], dest: Path) -> Dict[str, Pat
                 shutil.copyfileobj(src, fh)
             os.replace(tmp, target)
             out[n] = target
+    _record_origins(dest, {n: f"{zip_path}:{members[n]}" for n in names})
     return out
 
 
@@ -181,6 +215,7 @@ def obtain_lists(
                     tmp = dest / f".{n}.{os.getpid()}.tmp"
                     shutil.copyfile(src / n, tmp)
                     os.replace(tmp, dest / n)
+            _record_origins(dest, {n: str((src / n).resolve()) for n in names})
             return {s: dest / list_name(n_src, s) for s in SPLITS}
         if src.is_file():
             dest.mkdir(parents=True, exist_ok=True)
@@ -242,7 +277,8 @@ def check_lists(
     errors: List[str] = []
     for split in SPLITS:
         path = Path(lists[split])
-        ents = parse_mix_list(path, n_src=n_src)  # ValueError "<path>:<line>: ..."
+        shown = origin_of(path)  # the user's file, not our copy of it
+        ents = parse_mix_list(path, n_src=n_src, name=shown)  # ValueError "<shown>:<line>: ..."
         lineno = 0
         with open(path, "r", encoding="utf-8") as fh:
             line_of = [i for i, line in enumerate(fh, start=1) if line.split()]
@@ -252,26 +288,26 @@ def check_lists(
                 try:
                     split_list_path(p)
                 except ValueError as err:
-                    raise ValueError(f"{path}:{lineno}: {err}") from None
+                    raise ValueError(f"{shown}:{lineno}: {err}") from None
                 if matlab_num2str(float(s)) != s:
                     warnings.append(
-                        f"{path}:{lineno}: SNR written as {s!r}; MATLAB's num2str gives "
+                        f"{shown}:{lineno}: SNR written as {s!r}; MATLAB's num2str gives "
                         f"{matlab_num2str(float(s))!r}, so MERL's file name would differ from ours"
                     )
         seen: Dict[str, int] = {}
         for k, e in enumerate(ents):
             if e.name in seen:
-                raise ValueError(f"{path}:{line_of[k]}: mixture {e.name} repeats line {line_of[seen[e.name]]}")
+                raise ValueError(f"{shown}:{line_of[k]}: mixture {e.name} repeats line {line_of[seen[e.name]]}")
             seen[e.name] = k
         if not ents:
-            raise ValueError(f"{path}: empty mix list")
+            raise ValueError(f"{shown}: empty mix list")
         entries[split] = ents
         official[split] = normalised_sha256(path) == OFFICIAL_SHA256.get(list_name(n_src, split))
         want = OFFICIAL_COUNTS[split]
         if len(ents) != want:
-            errors.append(f"{path}: {len(ents)} mixtures, the official list has {want}")
+            errors.append(f"{shown}: {len(ents)} mixtures, the official list has {want}")
         elif not official[split]:
-            errors.append(f"{path}: {want} lines but not the official MERL list (content differs)")
+            errors.append(f"{shown}: {want} lines but not the official MERL list (content differs)")
     if len(warnings) > 20:
         extra = len(warnings) - 20
         warnings = warnings[:20] + [f"... and {extra} more SNR fields not in num2str form"]
