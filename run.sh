@@ -28,6 +28,9 @@ tag=                # experiment name; default: the config's basename
 exp_dir=            # experiment folder; default: exp/<corpus>/<tag>
 data_dir=           # prepared corpus folder; default: data/<corpus>
 devices=            # Lightning devices for training (e.g. 1, 4, auto); default: from the config
+precision=          # Lightning precision for training (32-true, bf16-mixed, 16-mixed); default: from the config
+strategy=           # Lightning strategy for training (auto = DDP with several processes); default: from the config
+num_nodes=          # machines for training (Lightning num_nodes); default: from the config
 num_workers=        # data-loader workers for training; default: from the config
 nj=2                # parallel jobs for data preparation and evaluation
 prep_opts=          # extra options passed verbatim to egs/<corpus>/prepare.sh
@@ -58,6 +61,9 @@ Options (default in brackets):
   --exp-dir DIR        experiment folder [exp/<corpus>/<tag>]
   --data-dir DIR       prepared corpus folder [data/<corpus>]
   --devices D          training devices, e.g. 1, 4 or auto [config's training.devices]
+  --precision P        training precision: 32-true, bf16-mixed, 16-mixed [config's training.precision]
+  --strategy S         Lightning strategy, e.g. ddp [config's training.strategy: auto]
+  --num-nodes N        training machines [config's training.num_nodes]
   --num-workers N      training data-loader workers [config's data.num_workers]
   --nj N               data-preparation and evaluation jobs [$nj]
   --prep-opts "..."    extra options for egs/<corpus>/prepare.sh (see its --help)
@@ -88,6 +94,9 @@ while [ $# -gt 0 ]; do
     --exp-dir) need_value "$1" $#; exp_dir=$2; shift 2 ;;
     --data-dir) need_value "$1" $#; data_dir=$2; shift 2 ;;
     --devices) need_value "$1" $#; devices=$2; shift 2 ;;
+    --precision) need_value "$1" $#; precision=$2; shift 2 ;;
+    --strategy) need_value "$1" $#; strategy=$2; shift 2 ;;
+    --num-nodes) need_value "$1" $#; num_nodes=$2; shift 2 ;;
     --num-workers) need_value "$1" $#; num_workers=$2; shift 2 ;;
     --nj) need_value "$1" $#; nj=$2; shift 2 ;;
     --prep-opts) need_value "$1" $#; prep_opts=$2; shift 2 ;;
@@ -125,6 +134,9 @@ if [ -n "$ablation" ]; then
   done
   pass=("${overrides[@]}")
   [ -n "$devices" ] && pass+=(--devices "$devices")
+  [ -n "$precision" ] && pass+=(--precision "$precision")
+  [ -n "$strategy" ] && pass+=(--strategy "$strategy")
+  [ -n "$num_nodes" ] && pass+=(--num-nodes "$num_nodes")
   [ -n "$num_workers" ] && pass+=(--num-workers "$num_workers")
   [ -n "$data_dir" ] && pass+=(--data-dir "$data_dir")
   [ -n "$prep_opts" ] && pass+=(--prep-opts "$prep_opts")
@@ -180,6 +192,9 @@ run_logged() {  # logdir, name, command...: run, keep this run's output as logdi
 
 train_opts=("${overrides[@]}")
 [ -n "$devices" ] && train_opts+=(--devices "$devices")
+[ -n "$precision" ] && train_opts+=(--precision "$precision")
+[ -n "$strategy" ] && train_opts+=(--strategy "$strategy")
+[ -n "$num_nodes" ] && train_opts+=(--num-nodes "$num_nodes")
 [ -n "$num_workers" ] && train_opts+=(--num-workers "$num_workers")
 if runs 1 || runs 2 || runs 3; then
   # The whole config (with --set and the device options) is checked before any stage runs, and

@@ -59,7 +59,7 @@ Options (default in brackets):
   --job-index I        with --n-jobs: which share of the configs this job runs [$job_index]
   --n-jobs N           split the configs across N separate jobs [$n_jobs]
   --run-opts "..."     extra options for every ./run.sh call, e.g. "--devices 1 --set training.epochs=5"
-  --set KEY=VALUE, --devices D, --num-workers N, --nj N, --prep-opts "...", --wsj0 DIR, --wsj0-2mix DIR
+  --set KEY=VALUE, --devices D, --precision P, --strategy S, --num-nodes N, --num-workers N, --nj N, --prep-opts "...", --wsj0 DIR, --wsj0-2mix DIR
                        as in ./run.sh, passed to every ./run.sh call (paths with spaces stay whole)
   --force              redo stages that are already done
   -h, --help           this help
@@ -84,7 +84,7 @@ while [ $# -gt 0 ]; do
     --job-index) need_value "$1" $#; job_index=$2; shift 2 ;;
     --n-jobs) need_value "$1" $#; n_jobs=$2; shift 2 ;;
     --run-opts) need_value "$1" $#; run_opts=$2; shift 2 ;;
-    --set|--devices|--num-workers|--nj|--prep-opts|--wsj0|--wsj0-2mix)
+    --set|--devices|--precision|--strategy|--num-nodes|--num-workers|--nj|--prep-opts|--wsj0|--wsj0-2mix)
       need_value "$1" $#; run_args+=("$1" "$2"); shift 2 ;;
     --force) force=true; shift ;;
     -h|--help) usage; exit 0 ;;

@@ -48,6 +48,10 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--precision", default="32-true", choices=("32-true", "16-mixed", "bf16-mixed"))
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile both models' forward as training.compile does (local.system.compile_forward; "
+                        "a compile failure is an error here, never a silent eager fallback)")
+    p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS), help="which models to measure")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: batch 1, 0.5 s segments, 2 steps after 1 warm-up, 1 round unless --repeats")
     p.add_argument("--json", default=None, help="also write the results to this file")
@@ -108,6 +112,13 @@ def measure(which: str, args) -> dict:
     torch.manual_seed(0)
     model = build(which, conf).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=conf["optim"]["lr"])
+    forward = model
+    if args.compile:
+        from local.system import compile_forward
+
+        forward = compile_forward(model, fallback=False)
+        if forward is None:
+            raise SystemExit("error: --compile needs a C++ compiler (g++ or clang++) for torch.compile")
     loss_func = PITLossWrapper(pairwise_neg_sisdr, pit_from="pw_mtx")
     dtype = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}.get(args.precision)
     scaler = torch.amp.GradScaler(device.type) if args.precision == "16-mixed" else None
@@ -117,7 +128,7 @@ def measure(which: str, args) -> dict:
         mix, src = batches[i % 2]
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            loss = loss_func(model(mix), src)
+            loss = loss_func(forward(mix), src)
         if scaler is not None:
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
@@ -176,11 +187,12 @@ def main(argv=None) -> int:
 
     passthrough = ["--conf", args.conf, "--batch-size", str(args.batch_size), "--segment", str(args.segment),
                    "--steps", str(args.steps), "--warmup", str(args.warmup), "--device", args.device,
-                   "--precision", args.precision, "--threads", str(args.threads)]
-    runs: dict[str, list[dict]] = {m: [] for m in MODELS}
+                   "--precision", args.precision, "--threads", str(args.threads)] + (["--compile"] if args.compile else [])
+    models = [m for m in MODELS if m in args.models]
+    runs: dict[str, list[dict]] = {m: [] for m in models}
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     for _ in range(args.repeats):
-        for which in MODELS:
+        for which in models:
             res = subprocess.run([sys.executable, __file__, *passthrough, "--child", which], env=env,
                                  capture_output=True, text=True)
             if res.returncode != 0:
@@ -188,16 +200,18 @@ def main(argv=None) -> int:
             runs[which].append(json.loads(res.stdout.strip().splitlines()[-1]))
 
     summary = {}
-    for which in MODELS:
+    for which in models:
         summary[which] = {
             "parameters": runs[which][0]["parameters"],
             "audio_seconds_per_second": statistics.median(r["audio_seconds_per_second"] for r in runs[which]),
             "peak_memory_mib": statistics.median(r["peak_memory_mib"] for r in runs[which]),
             "runs": runs[which],
         }
-    r, s = summary["recipe"], summary["stock"]
-    ratio = {"throughput": r["audio_seconds_per_second"] / s["audio_seconds_per_second"],
-             "peak_memory": r["peak_memory_mib"] / s["peak_memory_mib"] if s["peak_memory_mib"] > 0 else None}
+    ratio = None
+    if len(models) == 2:
+        r, s = summary["recipe"], summary["stock"]
+        ratio = {"throughput": r["audio_seconds_per_second"] / s["audio_seconds_per_second"],
+                 "peak_memory": r["peak_memory_mib"] / s["peak_memory_mib"] if s["peak_memory_mib"] > 0 else None}
 
     import torch
 
@@ -206,16 +220,17 @@ def main(argv=None) -> int:
              else f"cpu ({threads} threads, {os.cpu_count()} cores visible)")
     mem_kind = "peak allocated" if args.device.startswith("cuda") else "peak RSS increase"
     print(f"config: {args.conf}")
-    print(f"device: {where}; precision {args.precision}; batch {args.batch_size} x {args.segment:g} s; "
+    print(f"device: {where}; precision {args.precision}{', compiled' if args.compile else ''}; batch {args.batch_size} x {args.segment:g} s; "
           f"{args.steps} timed steps after {args.warmup} warm-up; median of {args.repeats} alternating rounds")
     print(f"{'model':<30} {'params':>9} {'audio s/s':>10} {'s/step':>8} {mem_kind + ' MiB':>24}")
-    for which in MODELS:
+    for which in models:
         row = summary[which]
         per_step = statistics.median(x["seconds_per_step"] for x in row["runs"])
         print(f"{LABELS[which]:<30} {row['parameters'] / 1e6:>8.2f}M {row['audio_seconds_per_second']:>10.2f} "
               f"{per_step:>8.3f} {row['peak_memory_mib']:>24.1f}")
-    mem = f"{ratio['peak_memory']:.2f}" if ratio["peak_memory"] is not None else "n/a"
-    print(f"ratio recipe / stock: throughput {ratio['throughput']:.2f}x, peak memory {mem}x")
+    if ratio is not None:
+        mem = f"{ratio['peak_memory']:.2f}" if ratio["peak_memory"] is not None else "n/a"
+        print(f"ratio recipe / stock: throughput {ratio['throughput']:.2f}x, peak memory {mem}x")
     if args.json:
         Path(args.json).write_text(json.dumps({"settings": vars(args), "device": where, "results": summary,
                                                "ratio": ratio}, indent=2))

@@ -12,8 +12,9 @@ from __future__ import annotations
 import copy
 import difflib
 import os
+import re
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 import yaml
 
@@ -52,7 +53,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "conv_kernel_size": 3,  # P
         "n_blocks": 8,  # X
         "n_repeats": 3,  # R
-        "norm_type": "gLN",  # gLN (non-causal) | cLN (causal)
+        "norm_type": "gLN",  # gLN (non-causal) | cgLN (causal: the paper's cumulative LN) | cLN (causal, per frame)
         "mask_act": "sigmoid",  # softmax | sigmoid | relu
         "causal": False,
     },
@@ -88,6 +89,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "max_nonfinite_batches": 20,  # NaN/inf-loss batches are skipped; stop after more than this many in a row
         "deterministic": False,  # Lightning's deterministic algorithms (needed for bitwise GPU repeats)
         "compile": False,  # torch.compile the training forward/backward (falls back to eager without a C++ compiler)
+        "compile_fallback": True,  # a torch.compile failure: true = logged warning + eager training, false = stop
+        "time_budget": None,  # wall-clock budget of training ("14m", "1h30m", seconds): fixes max_steps from the measured rate
     },
     "evaluation": {
         "n_examples": 5,  # utterances saved as wav for listening
@@ -215,6 +218,33 @@ def validate(conf: dict, source: str = "config") -> dict:
     return full
 
 
+
+
+_DURATION_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
+_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?\s*$")
+
+
+def parse_duration(value) -> Optional[float]:
+    """``"14m"``, ``"1h30m"``, ``"90s"``, ``"2m30s"`` or a number of seconds -> seconds (None: no budget).
+
+    Raises ``ValueError`` naming the accepted forms.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match or not any(match.groups()):
+            raise ValueError(f"{value!r} is not a duration: write e.g. 14m, 1h30m, 90s or a number of seconds")
+        seconds = sum(float(v) * _DURATION_UNITS[u] for v, u in zip(match.groups(), "hms") if v)
+    if not seconds > 0:
+        raise ValueError(f"{value!r}: a time budget must be positive")
+    return seconds
+
+
 def _as_float(text: str):
     try:
         return float(text)
@@ -287,6 +317,16 @@ def _check_values(conf: dict, source: str) -> None:
         raise ConfigError(f"{source}: data.dm_speed_range={data['dm_speed_range']} must be in [0, 0.5) "
                           "(0.1 plays each training source at 0.9-1.1 of its speed)")
     tc = conf["training"]
+    try:
+        parse_duration(tc["time_budget"])
+    except ValueError as err:
+        raise ConfigError(f"{source}: training.time_budget={err}") from None
+    if tc["time_budget"] is not None and tc["max_steps"] > 0:
+        raise ConfigError(f"{source}: training.time_budget and training.max_steps both fix the number of steps: "
+                          "set one (max_steps=N replays a budgeted run that chose N)")
+    if tc["time_budget"] is not None and conf["scheduler"]["name"] == "plateau":
+        raise ConfigError(f"{source}: training.time_budget fits a step-based schedule to the budget; "
+                          "with scheduler.name=plateau there is none to fit (use cosine, or a fixed budget)")
     if tc["average_best_k"] < 1:
         raise ConfigError(f"{source}: training.average_best_k={tc['average_best_k']} must be at least 1 "
                           "(1 keeps the best checkpoint)")
@@ -325,7 +365,8 @@ def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> dict:
 # Settings that may change between a run and its resumption or its re-evaluation without
 # making it another experiment: where and how fast it runs, and how it is scored.
 NOT_IDENTITY_KEYS = {("training", "devices"), ("training", "accelerator"), ("training", "num_nodes"),
-                     ("training", "strategy"), ("training", "num_threads"), ("data", "num_workers")}
+                     ("training", "strategy"), ("training", "num_threads"), ("training", "compile_fallback"),
+                     ("data", "num_workers")}
 NOT_IDENTITY_SECTIONS = {"evaluation"}
 
 

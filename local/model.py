@@ -26,11 +26,7 @@ from asteroid.models import get as get_asteroid_model
 
 from local.fast_ops import use_fast_ops
 
-ENCODER_ACTIVATIONS = ("linear", "relu", "sigmoid")
-MASK_ACTIVATIONS = ("softmax", "sigmoid", "relu")
-PINV_CHOICES = (None, "encoder", "decoder")
-NORM_TYPES = ("gLN", "cLN", "cgLN", "BN")
-CAUSAL_NORMS = ("cLN", "cgLN")
+from local.variants import check_variant
 
 
 class ConvTasNetVariant(ConvTasNet):
@@ -106,6 +102,7 @@ class ConvTasNetVariant(ConvTasNet):
         self.who_is_pinv = who_is_pinv
         # Same function and parameters as asteroid's layers, ~1.25x faster CPU training.
         use_fast_ops(self.masker)
+        freeze_unused_residual(self.masker)
 
     def get_model_args(self) -> dict:
         args = super().get_model_args()
@@ -114,9 +111,17 @@ class ConvTasNetVariant(ConvTasNet):
         return args
 
     # Paper-facing summaries -------------------------------------------------
-    def n_parameters(self) -> int:
-        """Number of distinct trainable parameters (a shared Pinv basis counts once)."""
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+    def n_parameters(self, trainable_only: bool = False) -> int:
+        """Number of distinct parameters (a shared Pinv basis counts once).
+
+        By default every parameter the model stores, as the paper counts them (5.05M for
+        the paper's best model). That includes the last TCN block's residual 1x1 conv,
+        which nothing reads when ``skip_chan > 0`` (``bn_chan x hid_chan + bn_chan``
+        values: 65,664 of the 5.05M; see :func:`freeze_unused_residual`).
+        ``trainable_only=True`` leaves it out: the parameters training updates and the
+        output depends on.
+        """
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
     def receptive_field(self) -> float:
         """Receptive field of the separator, in seconds (exact, not the paper's approximation)."""
@@ -130,6 +135,36 @@ class ConvTasNetVariant(ConvTasNet):
         )
 
 
+def freeze_unused_residual(masker) -> None:
+    """Stop the last TCN block's residual conv from asking for a gradient it never gets.
+
+    In asteroid's ``TDConvNet`` with skip connections (``skip_chan > 0``) the masks are
+    computed from the sum of the blocks' skip outputs; the last block's residual output
+    (``res_conv``) is added to a running sum that nothing reads afterwards. Its two
+    parameters therefore never receive a gradient, and plain DDP (``strategy: ddp``, no
+    ``find_unused_parameters``) stops at the second step waiting for them.
+
+    They are kept, with ``requires_grad=False``, instead of being removed or replaced:
+
+    - the state dict keeps asteroid's keys, so a stock ``ConvTasNet`` checkpoint loads
+      into this model and this model's into stock ``ConvTasNet`` (both ``strict``), and
+      ``local.streaming`` still finds every block's ``res_conv``;
+    - DDP registers only parameters that require a gradient, so it waits for nothing;
+    - the optimizer may keep them (``make_optimizer`` passes ``model.parameters()``, so
+      optimizer state dicts keep their layout): Adam skips parameters whose ``grad`` is
+      ``None``, which is exactly what happened to them before, so training is unchanged
+      number for number;
+    - the forward pass is asteroid's, unchanged (the unused 1x1 conv still runs eagerly;
+      ``torch.compile`` drops it as dead code).
+
+    A model without skip connections uses every block's residual output: nothing is frozen.
+    Whatever sets ``requires_grad`` on every parameter (``model.requires_grad_(True)``,
+    Lightning's ``unfreeze()``) brings the DDP problem back; nothing in this recipe does.
+    """
+    if masker.skip_chan:
+        masker.TCN[-1].res_conv.requires_grad_(False)
+
+
 def receptive_field_seconds(kernel_size, stride, conv_kernel_size, n_blocks, n_repeats, sample_rate):
     """Samples seen by one output frame, in seconds.
 
@@ -139,27 +174,6 @@ def receptive_field_seconds(kernel_size, stride, conv_kernel_size, n_blocks, n_r
     frames = 1 + n_repeats * (conv_kernel_size - 1) * (2**n_blocks - 1)
     samples = (frames - 1) * stride + kernel_size
     return samples / float(sample_rate)
-
-
-def check_variant(*, encoder_activation, mask_act, who_is_pinv, norm_type, causal):
-    """Refuse variant combinations that would silently mean something else."""
-    if (encoder_activation or "linear") not in ENCODER_ACTIVATIONS:
-        raise ValueError(
-            f"encoder_activation={encoder_activation!r}: choose one of {ENCODER_ACTIVATIONS}"
-        )
-    if mask_act not in MASK_ACTIVATIONS:
-        raise ValueError(f"mask_act={mask_act!r}: choose one of {MASK_ACTIVATIONS}")
-    if who_is_pinv not in PINV_CHOICES:
-        raise ValueError(f"who_is_pinv={who_is_pinv!r}: choose one of {PINV_CHOICES}")
-    if norm_type not in NORM_TYPES:
-        raise ValueError(f"norm_type={norm_type!r}: choose one of {NORM_TYPES}")
-    if causal and norm_type not in CAUSAL_NORMS:
-        # asteroid would swap in cLN with a warning; a config that says gLN and
-        # causal is a mistake the user should see, not a silent change.
-        raise ValueError(
-            f"causal=true needs a causal norm_type ({' or '.join(CAUSAL_NORMS)}), got {norm_type!r}: "
-            "gLN normalises over the whole utterance and leaks future samples"
-        )
 
 
 def make_model(conf: dict) -> ConvTasNetVariant:

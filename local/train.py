@@ -141,48 +141,59 @@ def environment_info() -> dict:
     }
 
 
-PRECISIONS = {"32": "32-true", "32-true": "32-true", "16": "16-mixed", "16-mixed": "16-mixed",
-              "bf16": "bf16-mixed", "bf16-mixed": "bf16-mixed", "64": "64-true", "64-true": "64-true"}
-
-
-def _n_devices(devices) -> Optional[int]:
-    """How many devices a Lightning ``devices`` value asks for (None: decided by Lightning)."""
-    if isinstance(devices, int):
-        return devices
-    if isinstance(devices, (list, tuple)):
-        return len(devices)
-    text = str(devices).strip()
-    if text.lstrip("-").isdigit():
-        return int(text)
-    if "," in text:
-        return len([d for d in text.split(",") if d.strip()])
-    return None  # "auto"
-
-
 def trainer_settings(tc: dict) -> dict:
-    """The Trainer's device arguments from the ``training`` section, checked and made explicit.
+    """The Trainer's device arguments from the ``training`` section, passed as written.
 
-    ``strategy: auto`` becomes DDP as soon as more than one process is asked for
-    (devices > 1, devices -1 or num_nodes > 1), as ``ddp_find_unused_parameters_true``
-    (see below); precision spellings are normalised
-    (``32`` -> ``32-true``, ``16`` -> ``16-mixed``, ``bf16`` -> ``bf16-mixed``).
+    Lightning parses every spelling itself (``devices: auto | -1 | 4 | "0,1" | [0, 1]``,
+    ``precision: 32 | 16-mixed | bf16 ...``; :func:`resolve_devices` checks them early);
+    ``strategy: auto`` becomes plain DDP whenever more than one process is asked for. That
+    works with asteroid's TCN because the model freezes the one parameter pair DDP would
+    otherwise wait for (``local.model.freeze_unused_residual``), so no per-step search for
+    unused parameters is needed.
     """
-    precision = PRECISIONS.get(str(tc["precision"]).strip())
-    if precision is None:
-        raise ValueError(f"training.precision={tc['precision']!r}: use 32-true, 16-mixed or bf16-mixed")
-    n = _n_devices(tc["devices"])
-    strategy = tc["strategy"]
-    if strategy == "auto" and (tc["num_nodes"] > 1 or n == -1 or (n is not None and n > 1)):
-        strategy = "ddp"
-    if strategy == "ddp":
-        # asteroid's TDConvNet computes a residual output in its last block that nothing uses
-        # (with skip_chan > 0 the masks come from the skip sum), so that block's res_conv never
-        # gets a gradient and plain DDP stops at the second step. Lightning's named variant lets
-        # DDP find such parameters each step (one cheap graph walk).
-        strategy = "ddp_find_unused_parameters_true"
-    return {"accelerator": tc["accelerator"], "devices": tc["devices"], "num_nodes": tc["num_nodes"],
-            "strategy": strategy, "precision": precision,
-            "accumulate_grad_batches": tc["accumulate_grad_batches"]}
+    return {key: tc[key] for key in ("accelerator", "devices", "num_nodes", "strategy", "precision",
+                                     "accumulate_grad_batches")}
+
+
+def resolve_devices(tc: dict) -> dict:
+    """What Lightning makes of the device settings, without starting anything: accelerator,
+    world size, strategy and precision. Bad spellings become a ``ConfigError`` naming the key.
+
+    Refuses several processes on an accelerator that is not there: ``accelerator: auto``
+    falls back to the CPU without a GPU, where ``devices: 2`` would silently start two-process
+    CPU DDP (twice the effective batch). Several CPU processes stay possible when asked for by
+    name (``accelerator: cpu``).
+    """
+    import warnings
+
+    import pytorch_lightning as pl
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+    settings = trainer_settings(tc)
+    quiet = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)  # the real Trainer says "GPU available ..." once, not twice
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "GPU available but not used" and the like
+            trainer = pl.Trainer(**settings, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                                 enable_model_summary=False)
+    except (MisconfigurationException, ValueError, TypeError, RuntimeError) as err:
+        raise ConfigError(f"training.accelerator/devices/num_nodes/strategy/precision "
+                          f"({tc['accelerator']!r}, {tc['devices']!r}, {tc['num_nodes']!r}, {tc['strategy']!r}, "
+                          f"{tc['precision']!r}): {' '.join(str(err).split())}") from None
+    finally:
+        quiet.setLevel(level)
+    accelerator = type(trainer.accelerator).__name__.replace("Accelerator", "").lower()
+    per_node = trainer.num_devices
+    if accelerator == "cpu" and str(tc["accelerator"]) != "cpu" and per_node > 1:
+        raise ConfigError(
+            f"training.devices={tc['devices']!r} asks for several GPUs, but this machine has none visible "
+            "(torch.cuda.is_available() is False): use --devices 1, or set training.accelerator=cpu to run "
+            "that many CPU processes of DDP on purpose")
+    return {"accelerator": accelerator, "devices_per_node": per_node, "world_size": trainer.world_size,
+            "strategy": type(trainer.strategy).__name__, "precision": trainer.precision,
+            "find_unused_parameters": getattr(trainer.strategy, "_ddp_kwargs", {}).get("find_unused_parameters")}
 
 
 def check_exp_dir(exp_dir: Path, conf: dict) -> None:
@@ -289,25 +300,6 @@ def export_best(exp_dir: Path, checkpoint_cb, conf: dict) -> Path:
     return out
 
 
-def check_devices(tc: dict) -> None:
-    """Refuse several processes on an accelerator that is not there.
-
-    Lightning's ``accelerator: auto`` falls back to the CPU without a GPU, where
-    ``devices: 2`` would silently start two-process CPU DDP (twice the effective batch).
-    Several CPU processes stay possible when asked for by name (``accelerator: cpu``).
-    """
-    n = _n_devices(tc["devices"])
-    if str(tc["accelerator"]) == "cpu" or n is None or n == 1:
-        return
-    import torch
-
-    if not torch.cuda.is_available():
-        raise ConfigError(
-            f"training.devices={tc['devices']!r} asks for several GPUs, but this machine has none visible "
-            "(torch.cuda.is_available() is False): use --devices 1, or set training.accelerator=cpu to run "
-            "that many CPU processes of DDP on purpose")
-
-
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -316,7 +308,7 @@ def main(argv=None) -> int:
     try:
         conf = resolve_config(args)
         settings = trainer_settings(conf["training"])
-        check_devices(conf["training"])
+        resolved = resolve_devices(conf["training"])
         if args.check_only:
             # run.sh calls this before stage 0: a config that cannot train fails in seconds,
             # not after the data preparation.
@@ -338,7 +330,7 @@ def main(argv=None) -> int:
     from local.callbacks import AtomicCheckpointIO, PreemptionCheckpoint, remove_stale_temporaries
     from local.data import SeparationDataModule
     from local.stage_state import atomic_write_text, is_done, mark_done
-    from local.system import NonFiniteLossError, SeparationSystem
+    from local.system import CompileError, NonFiniteLossError, SeparationSystem
 
     # Under DDP every rank runs this function (Lightning re-launches the command, or
     # srun starts it once per task on SLURM); only global rank 0 writes files. Lightning's
@@ -389,7 +381,11 @@ def main(argv=None) -> int:
                                  auto_insert_metric_name=False, monitor="val_loss", mode="min",
                                  save_top_k=tc["save_top_k"], save_last=True, verbose=False)
     preemption = PreemptionCheckpoint(checkpoint)
-    callbacks = [checkpoint, preemption, LearningRateMonitor(logging_interval="epoch")]
+    from local.config import parse_duration
+    from local.time_budget import TimeBudget
+
+    budget = TimeBudget(parse_duration(tc["time_budget"]), exp_dir)  # also the ETA of fixed-step runs
+    callbacks = [checkpoint, preemption, budget, LearningRateMonitor(logging_interval="epoch")]
     if not args.no_progress_bar:
         # Redrawing the bar (and formatting its metrics) at every step cost ~6 ms of a
         # ~100 ms CPU demo step; every 10th step is as readable.
@@ -420,10 +416,10 @@ def main(argv=None) -> int:
     epoch_steps = steps_per_epoch(len(datamodule.train_set), conf, trainer.world_size)
     total_steps = tc["max_steps"] if tc["max_steps"] > 0 else epoch_steps * tc["epochs"]
     system = SeparationSystem(conf, total_steps=total_steps)
-    log.info("model: %d parameters, receptive field %.3f s; %s x %d node(s), world size %d, strategy %s, "
-             "precision %s", system.model.n_parameters(), system.model.receptive_field(),
-             settings["devices"], settings["num_nodes"], trainer.world_size, settings["strategy"],
-             settings["precision"])
+    log.info("model: %d parameters, receptive field %.3f s; %s, %d device(s) x %d node(s), world size %d, "
+             "strategy %s, precision %s", system.model.n_parameters(), system.model.receptive_field(),
+             resolved["accelerator"], resolved["devices_per_node"], settings["num_nodes"], trainer.world_size,
+             type(trainer.strategy).__name__, trainer.precision)
 
     resume = None if (args.fast_dev_run or fresh) else resume_checkpoint(exp_dir)
     if resume:
@@ -435,7 +431,7 @@ def main(argv=None) -> int:
                     f"checkpoint saved to {preemption.saved_path}" if preemption.saved_path
                     else "no checkpoint could be saved")
         return 143
-    except (NonFiniteLossError, FileNotFoundError) as err:
+    except (NonFiniteLossError, CompileError, FileNotFoundError) as err:
         # FileNotFoundError: local.metadata.CorpusChanged, a corpus file gone during the run
         raise SystemExit(f"error: {err}")
     if args.fast_dev_run:

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from local.config import ConfigError, load_config
-from local.model import CAUSAL_NORMS, ConvTasNetVariant
+from local.model import ConvTasNetVariant
+from local.variants import CAUSAL_NORMS
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = dict(n_filters=16, bn_chan=8, hid_chan=16, skip_chan=8, n_blocks=3, n_repeats=2)

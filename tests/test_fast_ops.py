@@ -114,3 +114,120 @@ def test_benchmark_script_prints_every_layer(capsys):
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
     assert [r[0] for r in rows] == ["PReLU", "gLN", "dwconv"]
     assert all(float(r[1]) > 0 and float(r[2]) > 0 and r[3].endswith("x") for r in rows)
+
+
+# -- which code runs where ----------------------------------------------------------------------
+
+def _aten_ops(fn, *args):
+    """Names of the aten ops ``fn(*args)`` dispatches (what actually runs, whatever the device)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Record(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.add(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    with Record() as rec:
+        fn(*args)
+    return rec.names
+
+
+def _layers():
+    return {"prelu": (FastPReLU(), "prelu"),
+            "conv": (FastDepthwiseConv1d(8, 8, 3, padding=2, dilation=2, groups=8), "convolution"),
+            "gln": (FastGlobLN(8), "var")}
+
+
+@pytest.mark.parametrize("name", ["prelu", "conv", "gln"])
+def test_rewrites_run_only_for_cpu_training(name):
+    """CPU with gradients: the rewrite. No gradients (inference), or not a CPU tensor (here the meta
+    device stands in for CUDA): the stock op, except gLN's rewrite which is kept for CPU inference."""
+    layer, stock_op = _layers()[name]
+
+    def runs_stock(module, x):
+        return any(stock_op in op for op in _aten_ops(module, x))
+
+    x = torch.randn(2, 8, 30)
+    assert not runs_stock(layer, x)  # CPU training: rewritten
+    with torch.no_grad():
+        assert runs_stock(layer, x) == (name != "gln")
+    meta = layer.to("meta")
+    assert runs_stock(meta, torch.randn(2, 8, 30, device="meta"))
+    with torch.no_grad():
+        assert runs_stock(meta, torch.randn(2, 8, 30, device="meta"))
+
+
+def test_inference_path_is_the_stock_layer_exactly():
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(3, 8, 60, generator=gen)
+    pairs = [(nn.PReLU(8), FastPReLU(8)), (nn.Conv1d(8, 8, 3, padding=4, dilation=4, groups=8),
+                                           FastDepthwiseConv1d(8, 8, 3, padding=4, dilation=4, groups=8))]
+    for ref, new in pairs:
+        with torch.no_grad():
+            for p in ref.parameters():
+                p.uniform_(-0.5, 0.8, generator=gen)
+        new.load_state_dict(ref.state_dict())
+        with torch.no_grad():
+            assert torch.equal(new(x), ref(x))
+
+
+def test_trace_records_the_stock_ops_and_compile_has_no_graph_break():
+    """Export traces under no_grad (local.export): the traced graph holds torch's own ops.
+    torch.compile captures both paths in one graph each (the choice is a guard, not a break)."""
+    layers = nn.Sequential(FastPReLU(), FastGlobLN(8), FastDepthwiseConv1d(8, 8, 3, padding=2, dilation=2, groups=8))
+    x = torch.randn(2, 8, 30)
+    with torch.no_grad():
+        graph = str(torch.jit.trace(layers, x).inlined_graph)
+    assert "aten::prelu" in graph and "aten::_convolution" in graph
+    compiled = torch.compile(layers, backend="eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x), layers(x))
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), layers(x))
+
+
+# -- autocast ---------------------------------------------------------------------------------
+
+def _output_dtypes(model, mix):
+    """{submodule name: dtype of its output} for one forward and backward under CPU bf16 autocast."""
+    dtypes, hooks = {}, []
+    for name, module in model.named_modules():
+        def hook(mod, inputs, output, name=name):
+            out = output[0] if isinstance(output, tuple) else output
+            dtypes[name] = out.dtype
+        hooks.append(module.register_forward_hook(hook))
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            est = model(mix)
+        est.float().pow(2).mean().backward()
+    finally:
+        for h in hooks:
+            h.remove()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    return dtypes
+
+
+def test_autocast_dtypes_are_stock_asteroids_layer_by_layer():
+    """No fast layer changes the dtype autocast chose: under CPU bf16 autocast every submodule's
+    output has the dtype stock asteroid's gives. PReLU and the depthwise conv (autocast ops) are
+    bfloat16; gLN is float32 in both (asteroid's float32 gamma/beta promote its bfloat16 input)."""
+    from asteroid.models import ConvTasNet
+
+    kwargs = dict(n_filters=32, kernel_size=16, stride=8, n_blocks=3, n_repeats=2, bn_chan=16,
+                  hid_chan=24, skip_chan=16, mask_act="sigmoid")
+    torch.manual_seed(0)
+    ours = ConvTasNetVariant(2, **kwargs)
+    stock = ConvTasNet(2, **kwargs)
+    stock.load_state_dict(ours.state_dict())
+    mix = torch.randn(2, 4000, generator=torch.Generator().manual_seed(5))
+    got, expected = _output_dtypes(ours, mix), _output_dtypes(stock, mix)
+    assert got == expected
+    modules = dict(ours.named_modules())
+    kinds = {FastPReLU: set(), FastDepthwiseConv1d: set(), FastGlobLN: set()}
+    for name, dtype in got.items():
+        if type(modules[name]) in kinds:
+            kinds[type(modules[name])].add(dtype)
+    assert kinds == {FastPReLU: {torch.bfloat16}, FastDepthwiseConv1d: {torch.bfloat16}, FastGlobLN: {torch.float32}}

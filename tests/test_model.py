@@ -6,7 +6,8 @@ import pytest
 import torch
 from asteroid.models import ConvTasNet
 
-from local.model import ConvTasNetVariant, check_variant, load_model, receptive_field_seconds, serialize_model
+from local.model import ConvTasNetVariant, load_model, receptive_field_seconds, serialize_model
+from local.variants import check_variant
 
 TINY = dict(n_filters=32, kernel_size=8, stride=4, bn_chan=16, hid_chan=24, skip_chan=16, n_blocks=2, n_repeats=1)
 
@@ -72,11 +73,9 @@ def test_every_variant_forward_backward_and_roundtrip(variant, tmp_path):
     out = model(x)
     assert out.shape == (2, 2, 800)
     out.pow(2).mean().backward()
-    # The last TCN block's residual output feeds nothing (only its skip output
-    # does), so its residual conv gets no gradient; everything else must.
-    no_grad = {n for n, p in model.named_parameters() if p.grad is None}
-    last = len(model.masker.TCN) - 1
-    assert no_grad <= {f"masker.TCN.{last}.res_conv.weight", f"masker.TCN.{last}.res_conv.bias"}
+    # Every parameter that asks for a gradient gets one (plain DDP needs that); the one
+    # that cannot, the last block's unused residual conv, does not ask (test below).
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
     fb = model.decoder.filterbank._filters if variant.get("who_is_pinv") else model.encoder.filterbank._filters
     assert fb.grad.abs().sum() > 0
@@ -132,3 +131,67 @@ def test_parameter_counts_match_paper_sizes():
     ablation = ConvTasNetVariant(2, n_filters=256, kernel_size=40, stride=20, bn_chan=128, hid_chan=256,
                                  skip_chan=128, n_blocks=7, n_repeats=2)
     assert 1.4e6 < ablation.n_parameters() < 1.7e6  # paper: 1.5M
+
+
+# -- the last block's unused residual conv (plain DDP) and asteroid compatibility -----------------
+
+PAPER_LIKE = dict(n_filters=64, kernel_size=16, stride=8, bn_chan=16, hid_chan=32, skip_chan=16, n_blocks=3,
+                  n_repeats=2, conv_kernel_size=3, norm_type="gLN", mask_act="relu")  # paper_best, scaled down
+
+
+def _frozen(model):
+    return {n for n, p in model.named_parameters() if not p.requires_grad}
+
+
+@pytest.mark.parametrize("skip_chan", [16, 0])
+def test_every_trainable_parameter_gets_a_gradient(skip_chan):
+    torch.manual_seed(0)
+    model = ConvTasNetVariant(2, **{**PAPER_LIKE, "skip_chan": skip_chan})
+    model(torch.randn(2, 1600)).pow(2).mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert missing == []
+    last = len(model.masker.TCN) - 1
+    # With skip connections the masks come from the skip sum: the last block's residual conv
+    # feeds nothing and is the only parameter that does not ask for a gradient.
+    expected = {f"masker.TCN.{last}.res_conv.weight", f"masker.TCN.{last}.res_conv.bias"} if skip_chan else set()
+    assert _frozen(model) == expected
+    assert all(p.grad is None for n, p in model.named_parameters() if n in expected)
+
+
+def test_state_dicts_load_both_ways_with_stock_asteroid():
+    torch.manual_seed(0)
+    ours, stock = ConvTasNetVariant(2, **PAPER_LIKE), ConvTasNet(2, **PAPER_LIKE)
+    assert list(ours.state_dict()) == list(stock.state_dict())
+    ours.load_state_dict(stock.state_dict(), strict=True)  # a stock asteroid checkpoint into ours
+    x = torch.randn(1, 1600)
+    ours.eval(), stock.eval()
+    with torch.no_grad():  # to float32 rounding: gLN's CPU formula differs from asteroid's (local.fast_ops)
+        torch.testing.assert_close(ours(x), stock(x), atol=1e-6, rtol=1e-5)
+    torch.manual_seed(1)
+    trained = ConvTasNetVariant(2, **PAPER_LIKE).eval()
+    stock.load_state_dict(trained.state_dict(), strict=True)  # ours into stock asteroid's
+    with torch.no_grad():
+        torch.testing.assert_close(stock(x), trained(x), atol=1e-6, rtol=1e-5)
+    assert len(_frozen(trained)) == 2  # loading weights does not unfreeze
+
+
+def test_frozen_residual_conv_is_left_alone_by_the_optimizer_and_counted_on_request():
+    from local.system import make_optimizer
+
+    torch.manual_seed(0)
+    model = ConvTasNetVariant(2, **PAPER_LIKE)
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    opt = make_optimizer(model.parameters(), {"optimizer": "adamw", "lr": 1e-2, "weight_decay": 0.1})
+    for _ in range(2):
+        opt.zero_grad()
+        model(torch.randn(2, 1600)).pow(2).mean().backward()
+        opt.step()
+    params = dict(model.named_parameters())
+    assert all(torch.equal(params[n], v) for n, v in frozen.items())  # not even weight decay
+    assert all(params[n] not in opt.state for n in frozen)  # no optimizer state either
+    # The optimizer still lists it, so optimizer state dicts keep their layout.
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(params)
+    stored = sum(p.numel() for p in model.parameters())
+    unused = sum(p.numel() for p in params.values() if not p.requires_grad)
+    assert model.n_parameters() == stored
+    assert model.n_parameters(trainable_only=True) == stored - unused == stored - (16 * 32 + 16)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from local.config import ConfigError
 import soundfile as sf
 import torch
 
@@ -58,24 +59,64 @@ def load_ckpt(path):
 # -- device settings --------------------------------------------------------------------------
 
 def test_trainer_settings_from_config_and_cli():
-    from local.config import load_config
     from local.train import get_parser, resolve_config, trainer_settings
 
     args = get_parser().parse_args(["--conf", MICRO, "--data-dir", "d", "--exp-dir", "e", "--devices", "4",
                                     "--num-nodes", "2", "--precision", "bf16", "--accumulate-grad-batches", "3"])
-    conf = resolve_config(args)
-    s = trainer_settings(conf["training"])
-    assert s == {"accelerator": "auto", "devices": 4, "num_nodes": 2, "strategy": "ddp_find_unused_parameters_true",
-                 "precision": "bf16-mixed", "accumulate_grad_batches": 3}
-    one = trainer_settings(load_config(MICRO, ["training.devices=1", "training.precision=16"])["training"])
-    assert one["strategy"] == "auto" and one["precision"] == "16-mixed"
-    assert trainer_settings(load_config(MICRO, ["training.devices=1", "training.num_nodes=2"])["training"])[
-        "strategy"] == "ddp_find_unused_parameters_true"
-    assert trainer_settings(load_config(MICRO, ["training.devices=2", "training.strategy=ddp_spawn"])[
-        "training"])["strategy"] == "ddp_spawn"
-    assert trainer_settings(load_config(MICRO, ["training.precision=32"])["training"])["precision"] == "32-true"
-    with pytest.raises(ValueError, match="training.precision"):
-        trainer_settings(load_config(MICRO, ["training.precision=8"])["training"])
+    s = trainer_settings(resolve_config(args)["training"])
+    # passed as written: Lightning parses the spellings (resolve_devices below)
+    assert s == {"accelerator": "auto", "devices": 4, "num_nodes": 2, "strategy": "auto",
+                 "precision": "bf16", "accumulate_grad_batches": 3}
+
+
+# Every spelling of "how many processes": what Lightning resolves it to (CPU here, so the
+# accelerator is named: accelerator auto with several devices and no GPU is refused, below).
+@pytest.mark.parametrize("overrides,world,strategy", [
+    (["training.devices=1"], 1, "SingleDeviceStrategy"),
+    (["training.devices=auto"], 1, "SingleDeviceStrategy"),
+    (["training.devices=2"], 2, "DDPStrategy"),
+    (["training.devices=3"], 3, "DDPStrategy"),
+    (["training.devices=1", "training.num_nodes=2"], 2, "DDPStrategy"),
+    (["training.devices=2", "training.strategy=ddp_spawn"], 2, "DDPStrategy"),
+])
+def test_every_devices_spelling_resolves_to_ddp_without_unused_parameter_search(overrides, world, strategy):
+    from local.config import load_config
+    from local.train import resolve_devices
+
+    r = resolve_devices(load_config(MICRO, ["training.accelerator=cpu", *overrides])["training"])
+    assert (r["world_size"], r["strategy"]) == (world, strategy)
+    if strategy == "DDPStrategy":
+        # plain DDP: the model has no parameter that misses its gradient (local.model.freeze_unused_residual)
+        assert not r["find_unused_parameters"]
+
+
+# On the CPU Lightning runs 16-mixed as bf16-mixed (CPU autocast has no fp16 GradScaler path).
+@pytest.mark.parametrize("precision,resolved", [("32", "32-true"), ("32-true", "32-true"), ("16", "bf16-mixed"),
+                                                ("16-mixed", "bf16-mixed"), ("bf16", "bf16-mixed"),
+                                                ("bf16-mixed", "bf16-mixed")])
+def test_precision_spellings_are_lightnings(precision, resolved):
+    from local.config import load_config
+    from local.train import resolve_devices
+
+    conf = load_config(MICRO, ["training.accelerator=cpu", f"training.precision={precision}"])
+    assert resolve_devices(conf["training"])["precision"] == resolved
+
+
+def test_bad_device_settings_are_config_errors():
+    from local.config import load_config
+    from local.train import resolve_devices
+
+    with pytest.raises(ConfigError, match="precision"):
+        resolve_devices(load_config(MICRO, ["training.precision=8"])["training"])
+    with pytest.raises(ConfigError, match="strategy"):
+        resolve_devices(load_config(MICRO, ["training.strategy=nonsense"])["training"])
+    with pytest.raises(ConfigError, match="should be an int > 0"):  # -1 means "all GPUs", not CPUs
+        resolve_devices(load_config(MICRO, ["training.accelerator=cpu", "training.devices=-1"])["training"])
+    if not torch.cuda.is_available():
+        # 2 would start two CPU processes (refused here); -1 and "0,1" Lightning refuses on a CPU itself
+        for devices in ("2", "-1", "0,1"):
+            with pytest.raises(ConfigError, match="asks for several GPUs|should be an int > 0"):
+                resolve_devices(load_config(MICRO, [f"training.devices={devices}"])["training"])
 
 
 # -- two-process DDP on CPU ---------------------------------------------------------------------
@@ -89,7 +130,7 @@ def test_ddp_two_cpu_processes(corpus, tmp_path):
                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=85)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-3000:]
-    assert "world size 2, strategy ddp_find_unused_parameters_true" in out
+    assert "world size 2, strategy DDPStrategy" in out
     assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in out
     ckpt = load_ckpt(exp / "checkpoints" / "last.ckpt")
     assert ckpt["global_step"] == 2 * 4
@@ -341,7 +382,7 @@ def test_folders_made_before_new_config_keys_still_resume(tmp_path):
     del old["training"]["max_nonfinite_batches"], old["training"]["deterministic"]
     (tmp_path / "conf.yml").write_text(yaml.safe_dump(old))
     check_exp_dir(tmp_path, conf)  # no "different config" error
-    with pytest.raises(SystemExit, match="training.max_nonfinite_batches: 20 -> 3"):
+    with pytest.raises(ConfigError, match="training.max_nonfinite_batches: 20 -> 3"):
         check_exp_dir(tmp_path, load_config(MICRO, ["training.max_nonfinite_batches=3"]))
 
 

@@ -1,0 +1,181 @@
+"""Training to a wall-clock budget, and an ETA a person can trust.
+
+A fixed step budget keeps a time promise only on the CPU it was tuned on (the demo's
+33 x 250 steps took 15 minutes on one 2-core machine and 34 on another). With
+``training.time_budget`` (``"14m"``, ``"1h30m"``, ``"900s"`` or seconds) the
+:class:`TimeBudget` callback measures the real cost of a training step once the
+compiled graph is built, and of a validation pass (timed during Lightning's sanity
+check), fixes the number of optimizer steps that fit in what is left of the budget,
+and hands it to the module's learning-rate schedule, so a warm-up + cosine schedule
+completes on every machine instead of being cut off. The chosen number and the
+measured rates are printed at once, kept in the checkpoints (a resumed run keeps its
+schedule) and written to ``time_budget.json``; ``--set training.max_steps=N`` with
+that number repeats the run without a budget.
+
+Without a budget the same measurement only prints the ETA of the fixed step count.
+The budget counts from the start of ``Trainer.fit`` (model compilation included);
+the data set-up before it and the export after it take seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Optional
+
+import pytorch_lightning as pl
+
+log = logging.getLogger("local.time_budget")
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return (f"{h} h {m:02d} min" if h else f"{m} min {s:02d} s" if m else f"{s} s")
+
+
+def steps_that_fit(remaining_s: float, step_s: float, val_epoch_s: float, steps_per_epoch: int) -> int:
+    """Optimizer steps that fit in ``remaining_s``: each costs a step plus its share of the
+    validation that runs every ``steps_per_epoch`` steps."""
+    per_step = step_s + val_epoch_s / max(1, steps_per_epoch)
+    return max(0, int(math.floor(remaining_s / per_step)))
+
+
+class TimeBudget(pl.Callback):
+    """Measure the step rate after warm-up; fix ``max_steps`` from ``budget_s`` (or only report the ETA).
+
+    Args:
+        budget_s: the wall-clock budget of ``Trainer.fit`` in seconds, or None (ETA only).
+        exp_dir: where ``time_budget.json`` is written (rank 0).
+        skip_steps: steps not measured (the first ones compile the graph).
+        measure_steps: steps timed to get the rate.
+        reserve_s: kept back for the last checkpoint and what follows ``fit`` (at most 5% of the budget).
+    """
+
+    def __init__(self, budget_s: Optional[float], exp_dir: Path, skip_steps: int = 3, measure_steps: int = 30,
+                 reserve_s: float = 10.0):
+        self.budget_s = budget_s
+        self.exp_dir = Path(exp_dir)
+        self.skip_steps = skip_steps
+        self.measure_steps = measure_steps
+        self.reserve_s = reserve_s
+        self.chosen: Optional[dict] = None  # the decision, restored from a checkpoint on resume
+        self._fit_start = 0.0
+        self._first_step_s: Optional[float] = None
+        self._window_start: Optional[tuple[int, float]] = None
+        self._val_batch_s: list[float] = []
+        self._val_batch_t0 = 0.0
+        self._reported = False
+
+    # -- what a checkpoint keeps: a resumed run keeps the number of steps it chose
+    def state_dict(self) -> dict:
+        return {"chosen": self.chosen}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.chosen = state_dict.get("chosen")
+
+    # -- timing
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._fit_start = time.perf_counter()
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        self._val_batch_t0 = time.perf_counter()
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if trainer.sanity_checking:
+            self._val_batch_s.append(time.perf_counter() - self._val_batch_t0)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self.chosen is not None:  # resumed: the schedule was fixed before the interruption
+            self._apply(trainer, pl_module, self.chosen["max_steps"], self.chosen["steps_per_epoch"])
+            log.info("time budget: resuming the run's %d-step schedule (chosen at %.2f steps/s)",
+                     self.chosen["max_steps"], self.chosen["steps_per_s"])
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.chosen is not None or self._reported or trainer.sanity_checking:
+            return
+        step, now = trainer.global_step, time.perf_counter()
+        if self._first_step_s is None and step >= 1:
+            self._first_step_s = now - self._fit_start
+        if step == self.skip_steps and self._window_start is None:
+            self._window_start = (step, now)
+        if self._window_start and step >= self._window_start[0] + self.measure_steps:
+            self._decide(trainer, pl_module, step, now)
+
+    # -- the decision
+    def _validation_epoch_s(self, trainer) -> float:
+        if not self._val_batch_s:
+            return 0.0
+        per_batch = sorted(self._val_batch_s)[len(self._val_batch_s) // 2]
+        n_batches = sum(int(n) for n in trainer.num_val_batches) if trainer.num_val_batches else 0
+        if not n_batches:
+            try:
+                n_batches = len(trainer.datamodule.val_dataloader())
+            except (AttributeError, TypeError):
+                n_batches = len(self._val_batch_s)
+        return per_batch * n_batches
+
+    def _decide(self, trainer, pl_module, step: int, now: float) -> None:
+        start_step, start_t = self._window_start
+        step_s = (now - start_t) / (step - start_step)
+        accumulate = max(1, trainer.accumulate_grad_batches)
+        steps_per_epoch = max(1, int(trainer.num_training_batches) // accumulate)
+        val_epoch_s = self._validation_epoch_s(trainer)
+        elapsed = now - self._fit_start
+        fixed = trainer.max_steps if trainer.max_steps > 0 else steps_per_epoch * trainer.max_epochs
+        if self.budget_s is None:  # a fixed step count: only say how long it will take
+            max_steps = fixed
+        else:
+            remaining_budget = self.budget_s - elapsed - min(self.reserve_s, 0.05 * self.budget_s)
+            max_steps = step + steps_that_fit(remaining_budget, step_s, val_epoch_s, steps_per_epoch)
+            # Whole epochs: the run ends on a validation and its checkpoint, as fixed-epoch runs do
+            # (at least the epoch under way when the budget is already spent).
+            max_steps = max(max_steps - max_steps % steps_per_epoch, -(-(step + 1) // steps_per_epoch) * steps_per_epoch)
+            if max_steps > fixed:
+                log.warning("time budget: %d steps would fit, but training.epochs x batches allows %d; "
+                            "raise training.epochs to use the whole budget", max_steps, fixed)
+                max_steps = fixed
+        remaining = (max_steps - step) * (step_s + val_epoch_s / steps_per_epoch)
+        decision = {
+            "budget_s": self.budget_s, "max_steps": int(max_steps), "steps_per_s": 1.0 / step_s,
+            "step_s": step_s, "validation_s": val_epoch_s, "steps_per_epoch": steps_per_epoch,
+            "first_step_s": self._first_step_s, "measured_steps": [start_step, step],
+            "elapsed_at_decision_s": elapsed, "expected_total_s": elapsed + remaining,
+        }
+        decision = trainer.strategy.broadcast(decision, src=0)  # every rank runs rank 0's number
+        if self.budget_s is not None:
+            self.chosen = decision
+            self._apply(trainer, pl_module, decision["max_steps"], decision["steps_per_epoch"])
+        else:
+            self._reported = True  # ETA only: said once
+        self._report(trainer, decision)
+
+    @staticmethod
+    def _apply(trainer, pl_module, max_steps: int, steps_per_epoch: int) -> None:
+        # Whole epochs end the run through max_epochs, as a fixed-epoch run ends: stopped by
+        # max_steps instead, Lightning 2.6 skips the last epoch's checkpoint.
+        if max_steps % steps_per_epoch == 0:
+            trainer.fit_loop.max_epochs = max_steps // steps_per_epoch
+        else:
+            trainer.fit_loop.epoch_loop.max_steps = int(max_steps)
+        pl_module.set_total_steps(int(max_steps))
+
+    def _report(self, trainer, d: dict) -> None:
+        eta = time.strftime("%H:%M", time.localtime(time.time() + d["expected_total_s"] - d["elapsed_at_decision_s"]))
+        first = f"the first step took {d['first_step_s']:.0f} s (compilation), " if d["first_step_s"] else ""
+        aim = (f"time budget {format_duration(d['budget_s'])}: training for {d['max_steps']} steps, the whole "
+               f"learning-rate schedule over them" if d["budget_s"] else f"training for {d['max_steps']} steps")
+        replay = (f"training.epochs={d['max_steps'] // d['steps_per_epoch']}"
+                  if d["max_steps"] % d["steps_per_epoch"] == 0 else f"training.max_steps={d['max_steps']}")
+        d["replay"] = f"--set training.time_budget=null --set {replay}" if d["budget_s"] else None
+        log.info("%s; measured %.2f steps/s on this machine (%sa validation pass %.1f s every %d steps): "
+                 "about %s in all, done at about %s%s", aim, d["steps_per_s"], first, d["validation_s"],
+                 d["steps_per_epoch"], format_duration(d["expected_total_s"]), eta,
+                 f" (replay exactly with {d['replay']})" if d["replay"] else "")
+        if trainer.is_global_zero:
+            from local.stage_state import atomic_write_text
+
+            atomic_write_text(self.exp_dir / "time_budget.json", json.dumps(d, indent=2))

@@ -1,0 +1,87 @@
+"""training.time_budget: the step count is fixed from the measured rate and the schedule completes."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from local.config import ConfigError, load_config, parse_duration
+from local.time_budget import format_duration, steps_that_fit
+
+REPO = Path(__file__).resolve().parents[1]
+MICRO = str(REPO / "tests" / "conf" / "micro.yml")
+
+
+@pytest.mark.parametrize("text,seconds", [("14m", 840), ("1h30m", 5400), ("90s", 90), ("2m30s", 150),
+                                          (600, 600), (12.5, 12.5), ("1.5h", 5400), (None, None)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("bad", ["soon", "14 minutes", "-5m", 0, True])
+def test_bad_durations_name_the_key(tmp_path, bad):
+    with pytest.raises(ConfigError, match="training.time_budget"):
+        load_config(MICRO, [f"training.time_budget={json.dumps(bad) if not isinstance(bad, str) else bad}"])
+
+
+def test_budget_and_a_fixed_step_count_exclude_each_other():
+    with pytest.raises(ConfigError, match="set one"):
+        load_config(MICRO, ["training.time_budget=5m", "training.max_steps=100"])
+    with pytest.raises(ConfigError, match="plateau"):
+        load_config(MICRO, ["training.time_budget=5m", "scheduler.name=plateau"])
+
+
+def test_steps_that_fit_count_validation_too():
+    # 100 s left, 0.1 s a step, a 5 s validation every 50 steps: 0.2 s per step in all
+    assert steps_that_fit(100.0, 0.1, 5.0, 50) == 500
+    assert steps_that_fit(-1.0, 0.1, 0.0, 50) == 0
+    assert format_duration(839.6) == "14 min 00 s"
+
+
+def _train(data, exp, *sets):
+    cmd = [sys.executable, "-m", "local.train", "--conf", MICRO, "--data-dir", str(data), "--exp-dir", str(exp),
+           "--no-progress-bar", *[a for s in sets for a in ("--set", s)]]
+    res = subprocess.run(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
+                         text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res.stderr
+
+
+def _lr_at_end(exp):
+    ckpt = torch.load(exp / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    return ckpt["global_step"], ckpt["optimizer_states"][0]["param_groups"][0]["lr"]
+
+
+@pytest.fixture(scope="module")
+def micro_corpus(tmp_path_factory):
+    data = tmp_path_factory.mktemp("budget") / "data"
+    subprocess.run([sys.executable, "-m", "egs.demo.prepare", "--out", str(data), "--nj", "1", "--quiet",
+                    "--n-speakers", "4", "2", "2", "--utts-per-speaker", "3", "2", "2",
+                    "--n-mixtures", "40", "4", "4"], cwd=REPO, check=True, capture_output=True,
+                   env={**os.environ, "PYTHONPATH": str(REPO)})
+    return data
+
+
+def test_a_tiny_budget_stops_on_schedule_and_records_its_steps(micro_corpus, tmp_path):
+    exp = tmp_path / "budget"
+    sets = ["training.time_budget=25s", "training.epochs=100000", "training.limit_train_batches=10",
+            "scheduler.warmup_steps=2", "training.save_top_k=1"]
+    log = _train(micro_corpus, exp, *sets)
+    chosen = json.loads((exp / "time_budget.json").read_text())
+    assert "time budget 25 s: training for" in log and "steps/s" in log  # said at once, with the ETA
+    n = chosen["max_steps"]
+    assert n > chosen["measured_steps"][1] and chosen["steps_per_s"] > 0
+    step, lr = _lr_at_end(exp)
+    conf = load_config(MICRO)
+    assert step == n  # it stopped at the number it chose
+    # ... and its learning rate reached the end of the warm-up + cosine schedule over those steps
+    assert lr == pytest.approx(conf["optim"]["lr"] * conf["scheduler"]["min_lr_ratio"], rel=0.05)
+    # The same number of steps without a budget (the command it recorded) repeats the schedule exactly.
+    assert chosen["replay"] == f"--set training.time_budget=null --set training.epochs={n // 10}"
+    replay = tmp_path / "replay"
+    _train(micro_corpus, replay, *sets, *chosen["replay"].replace("--set ", "").split())
+    assert _lr_at_end(replay) == pytest.approx((n, lr))
