@@ -125,6 +125,13 @@ name_re='^[A-Za-z0-9][A-Za-z0-9._+-]*$'
 if [ -n "$tag" ] && { ! [[ $tag =~ $name_re ]] || [[ $tag == *..* ]]; }; then
   die "--tag '$tag' must be a plain name (letters, digits, . _ + -, no '/' or '..'); use --exp-dir for a path"
 fi
+# Training options, the same words for local.train and for every run of --ablation.
+train_opts=("${overrides[@]}")
+[ -n "$devices" ] && train_opts+=(--devices "$devices")
+[ -n "$precision" ] && train_opts+=(--precision "$precision")
+[ -n "$strategy" ] && train_opts+=(--strategy "$strategy")
+[ -n "$num_nodes" ] && train_opts+=(--num-nodes "$num_nodes")
+[ -n "$num_workers" ] && train_opts+=(--num-workers "$num_workers")
 if [ -n "$ablation" ]; then
   [ -d "$ablation" ] || die "--ablation $ablation: no such folder of configs"
   for opt in "${given[@]}"; do
@@ -132,12 +139,7 @@ if [ -n "$ablation" ]; then
       --conf|--tag|--exp-dir|--inputs) die "$opt has no meaning with --ablation (each config of $ablation is its own experiment under exp/<corpus>/)" ;;
     esac
   done
-  pass=("${overrides[@]}")
-  [ -n "$devices" ] && pass+=(--devices "$devices")
-  [ -n "$precision" ] && pass+=(--precision "$precision")
-  [ -n "$strategy" ] && pass+=(--strategy "$strategy")
-  [ -n "$num_nodes" ] && pass+=(--num-nodes "$num_nodes")
-  [ -n "$num_workers" ] && pass+=(--num-workers "$num_workers")
+  pass=("${train_opts[@]}")
   [ -n "$data_dir" ] && pass+=(--data-dir "$data_dir")
   [ -n "$prep_opts" ] && pass+=(--prep-opts "$prep_opts")
   [ -n "$wsj0" ] && pass+=(--wsj0 "$wsj0")
@@ -190,12 +192,6 @@ run_logged() {  # logdir, name, command...: run, keep this run's output as logdi
   fi
 }
 
-train_opts=("${overrides[@]}")
-[ -n "$devices" ] && train_opts+=(--devices "$devices")
-[ -n "$precision" ] && train_opts+=(--precision "$precision")
-[ -n "$strategy" ] && train_opts+=(--strategy "$strategy")
-[ -n "$num_nodes" ] && train_opts+=(--num-nodes "$num_nodes")
-[ -n "$num_workers" ] && train_opts+=(--num-workers "$num_workers")
 if runs 1 || runs 2 || runs 3; then
   # The whole config (with --set and the device options) is checked before any stage runs, and
   # so is the experiment folder: settings that would not reach a trained model are refused.

@@ -105,6 +105,17 @@ class TimeBudget(pl.Callback):
         if self._window_start and step >= self._window_start[0] + self.measure_steps:
             self._decide(trainer, pl_module, step, now)
 
+    def on_train_end(self, trainer, pl_module) -> None:
+        """Record where the run ended, beside the decision: steps, learning rate, wall time."""
+        if self.chosen is None or not trainer.is_global_zero:
+            return
+        from local.stage_state import atomic_write_text
+
+        self.chosen["finished"] = {"global_step": int(trainer.global_step),
+                                   "lr": float(trainer.optimizers[0].param_groups[0]["lr"]),
+                                   "fit_s": time.perf_counter() - self._fit_start}
+        atomic_write_text(self.exp_dir / "time_budget.json", json.dumps(self.chosen, indent=2))
+
     # -- the decision
     def _validation_epoch_s(self, trainer) -> float:
         if not self._val_batch_s:

@@ -75,7 +75,8 @@ def test_a_tiny_budget_stops_on_schedule_and_records_its_steps(micro_corpus, tmp
     assert "time budget 25 s: training for" in log and "steps/s" in log  # said at once, with the ETA
     n = chosen["max_steps"]
     assert n > chosen["measured_steps"][1] and chosen["steps_per_s"] > 0
-    step, lr = _lr_at_end(exp)
+    chosen = json.loads((exp / "time_budget.json").read_text())  # rewritten when training ended
+    step, lr = chosen["finished"]["global_step"], chosen["finished"]["lr"]
     conf = load_config(MICRO)
     assert step == n  # it stopped at the number it chose
     # ... and its learning rate reached the end of the warm-up + cosine schedule over those steps
