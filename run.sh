@@ -38,6 +38,7 @@ inputs=()           # stage 4: --inputs PATH, repeatable (a file or a folder eac
 wsj0=               # wsj0-2mix: the LDC WSJ0 folder (passed to egs/wsj0-2mix/prepare.sh --wsj0)
 wsj0_2mix=          # wsj0-2mix: an existing wsj0-2mix folder to validate and index instead
 ablation=           # a folder of configs: run the ablation study (run_ablation.sh) instead
+seeds=              # --ablation: training runs per row, a count or a list (run_ablation.sh --seeds)
 force=false         # redo stages even if they are up to date
 overrides=()        # --set section.key=value, repeatable: config overrides (training; evaluation.* also stage 2)
 last_stage=4        # the stages are 0..last_stage
@@ -74,6 +75,7 @@ Options (default in brackets):
   --ablation DIR       run the encoder/decoder study on every config in DIR (see run_ablation.sh);
                        --set, --devices, --num-workers, --nj, --data-dir, --prep-opts, --wsj0,
                        --wsj0-2mix and --force go to every run of the study
+  --seeds N|"K ..."    with --ablation: training runs per row (seeds 0..N-1, or the listed seeds)
   --force              redo stages that are already done (stage 1: train again from scratch)
   -h, --help           this help
 EOF
@@ -105,6 +107,7 @@ while [ $# -gt 0 ]; do
     --wsj0) need_value "$1" $#; wsj0=$2; shift 2 ;;
     --wsj0-2mix) need_value "$1" $#; wsj0_2mix=$2; shift 2 ;;
     --ablation) need_value "$1" $#; ablation=$2; shift 2 ;;
+    --seeds) need_value "$1" $#; seeds=$2; shift 2 ;;
     --force) force=true; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; die "unknown option '$1' (see --help above)" ;;
@@ -132,6 +135,7 @@ train_opts=("${overrides[@]}")
 [ -n "$strategy" ] && train_opts+=(--strategy "$strategy")
 [ -n "$num_nodes" ] && train_opts+=(--num-nodes "$num_nodes")
 [ -n "$num_workers" ] && train_opts+=(--num-workers "$num_workers")
+[ -z "$seeds" ] || [ -n "$ablation" ] || die "--seeds has a meaning only with --ablation; for one run use --set training.seed=K"
 if [ -n "$ablation" ]; then
   [ -d "$ablation" ] || die "--ablation $ablation: no such folder of configs"
   for opt in "${given[@]}"; do
@@ -145,6 +149,7 @@ if [ -n "$ablation" ]; then
   [ -n "$wsj0" ] && pass+=(--wsj0 "$wsj0")
   [ -n "$wsj0_2mix" ] && pass+=(--wsj0-2mix "$wsj0_2mix")
   $force && pass+=(--force)
+  [ -n "$seeds" ] && pass+=(--seeds "$seeds")
   log "ablation study: exec run_ablation.sh --confs $ablation --corpus $corpus ${pass[*]}"
   exec ./run_ablation.sh --confs "$ablation" --corpus "$corpus" --stage "$stage" --stop-stage "$stop_stage" \
     --nj "$nj" "${pass[@]}"

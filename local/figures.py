@@ -10,8 +10,12 @@ Usage (``local.report`` calls these itself when their inputs exist):
   order, as in the paper's Figure 2), each beside the magnitude of its FFT.
 - :func:`plot_training_curves`: training and validation loss of several
   experiments on one plot, from their Lightning CSV logs.
+- :func:`plot_seed_curves`: training and validation SI-SNR per epoch of every
+  (row, seed) run of the ablation, one colour per row, the row's mean over seeds bold.
 - :func:`plot_ablation_bars`: SI-SNRi / SDRi of each row of the ablation table
-  with the paper's values marked.
+  (with its 95% interval when known) with the paper's values marked.
+- :func:`plot_seed_scatter`: each seed's SI-SNRi per row as a dot, the row's mean and
+  two-level interval, and beside it the paper's value for that row.
 
 Every figure has a fixed size in pixels (``*_SIZE`` below, at ``DPI``), so a
 report's images line up and tests can check them.
@@ -32,6 +36,8 @@ DPI = 100
 BASIS_SIZE = (1000, 800)  # width, height in pixels
 CURVES_SIZE = (900, 500)
 BARS_SIZE = (1000, 500)
+SEEDS_SIZE = (1000, 500)
+SEED_CURVES_SIZE = (1200, 500)
 
 
 def _figure(size_px):
@@ -181,6 +187,48 @@ def plot_training_curves(logs: Mapping[str, str | Path], out_png, title: str | N
     return _save(fig, out_png)
 
 
+def plot_seed_curves(runs: Mapping[str, Mapping[int, str | Path]], out_png, title: str | None = None) -> Path:
+    """Training (left) and validation (right) SI-SNR per epoch of every (row, seed) run.
+
+    ``runs``: ``{row name: {seed: path to logs/metrics.csv}}``. SI-SNR = -loss (dB),
+    higher is better, epochs counted from 1 (as :mod:`local.curves`). One colour per
+    row: each seed a thin line, the mean over the row's seeds (at epochs every seed
+    logged) a thick one, so the spread between training runs is visible beside the
+    gaps between rows.
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    from local.curves import si_snr_per_epoch
+
+    fig = _figure(SEED_CURVES_SIZE)
+    axes = fig.subplots(1, 2, sharex=True)
+    for i, (name, seeds) in enumerate(runs.items()):
+        color = f"C{i % 10}"
+        curves = {seed: si_snr_per_epoch(path) for seed, path in sorted(seeds.items())}
+        for ax, key in zip(axes, ("train", "val")):
+            per_seed = [c[key] for c in curves.values() if c[key]]
+            for values in per_seed:
+                epochs, v = zip(*sorted(values.items()))
+                ax.plot(epochs, v, "-", color=color, linewidth=0.8, alpha=0.45)
+            if per_seed:
+                common = sorted(set.intersection(*(set(c) for c in per_seed)))
+                if common:
+                    mean = [float(np.mean([c[e] for c in per_seed])) for e in common]
+                    ax.plot(common, mean, "-", color=color, linewidth=2.2, marker=".",
+                            label=f"{name} ({len(per_seed)} seed{'s' if len(per_seed) != 1 else ''})")
+    for ax, what in zip(axes, ("training", "validation")):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(f"{what} SI-SNR (dB), higher is better")
+        ax.set_title(f"{what}: each seed thin, mean over seeds bold", fontsize="medium")
+        ax.grid(alpha=0.3)
+    if axes[1].get_legend_handles_labels()[0]:
+        axes[1].legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, out_png)
+
+
 # ---------------------------------------------------------------------------------------
 # (c) the ablation table as bars
 # ---------------------------------------------------------------------------------------
@@ -189,7 +237,8 @@ def plot_ablation_bars(rows: Sequence[Mapping], out_png, title: str | None = Non
 
     ``rows``: dicts with ``name``, ``si_snri``, ``sdri``, ``paper_si_snri``,
     ``paper_sdri`` (numbers or ``None``) and optionally ``kind`` (``"oracle"``
-    rows are hatched). Rows without results keep their slot, labelled "not run".
+    rows are hatched) and ``si_snri_ci`` / ``sdri_ci`` (``[low, high]``, drawn as
+    error bars). Rows without results keep their slot, labelled "not run".
     """
     fig = _figure(BARS_SIZE)
     ax = fig.subplots()
@@ -205,8 +254,11 @@ def plot_ablation_bars(rows: Sequence[Mapping], out_png, title: str | None = Non
             if value is not None:
                 bar_label = f"ours: {label}" if label not in labelled else None
                 labelled.add(label)
+                ci = row.get(key + "_ci")
+                yerr = [[value - ci[0]], [ci[1] - value]] if ci else None
                 ax.bar(i + offset, value, width, color=color, hatch="//" if oracle else None,
-                       edgecolor="white" if oracle else None, label=bar_label)
+                       edgecolor="white" if oracle else None, label=bar_label, yerr=yerr,
+                       error_kw={"ecolor": "0.2", "capsize": 3, "linewidth": 1})
             if paper is not None:
                 marker_label = f"paper: {label}" if "paper " + label not in labelled else None
                 labelled.add("paper " + label)
@@ -221,7 +273,66 @@ def plot_ablation_bars(rows: Sequence[Mapping], out_png, title: str | None = Non
     ax.grid(axis="y", alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize="small", ncols=2)
-    ax.set_title(title or "ablation: ours (bars; hatched = ideal masks) vs the paper (black markers)")
+    ax.set_title(title or "ablation: ours (bars, 95% intervals; hatched = ideal masks) vs the paper (black markers)")
+    return _save(fig, out_png)
+
+
+def plot_seed_scatter(rows: Sequence[Mapping], out_png, title: str | None = None) -> Path:
+    """Per row: each seed's mean SI-SNRi (dots), the mean over seeds and its 95% interval
+    (seeds x utterances), and in a second panel the paper's value beside our mean.
+
+    ``rows``: dicts with ``name``, ``si_snri``, ``si_snri_ci`` (or None),
+    ``si_snri_seed_values`` (one per seed), ``paper_si_snri`` and optionally ``kind``
+    (``"oracle"`` rows are left out: they have no seeds). Two panels, because the
+    paper's wsj0-2mix numbers and a scaled-down study can be dB apart while the seeds
+    of one row are tenths apart: on one axis the spread would not show.
+    """
+    rows = [r for r in rows if r.get("kind") != "oracle"]
+    fig = _figure(SEEDS_SIZE)
+    axes = fig.subplots(1, 2, sharey=True, gridspec_kw={"width_ratios": [2.2, 1]})
+    y = np.arange(len(rows))[::-1]
+    ax = axes[0]
+    labelled = set()
+
+    def once(label):
+        if label in labelled:
+            return None
+        labelled.add(label)
+        return label
+
+    for yi, row in zip(y, rows):
+        values = list(row.get("si_snri_seed_values") or [])
+        if values:
+            jitter = np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else np.zeros(1)
+            ax.plot(values, yi + jitter, "o", color="C0", markersize=6, alpha=0.8, label=once("each seed"))
+        ci = row.get("si_snri_ci")
+        if ci:
+            ax.plot(ci, [yi, yi], "-", color="0.2", linewidth=2.5, solid_capstyle="butt",
+                    label=once("95% interval (seeds x utterances)"))
+        if row.get("si_snri") is not None:
+            ax.plot([row["si_snri"]], [yi], "D", color="C3", markersize=7, label=once("mean over seeds"))
+        else:
+            ax.text(0.02, yi, "not run", transform=ax.get_yaxis_transform(), va="center", color="0.4")
+    ax.set_yticks(y, [str(r["name"]) for r in rows])
+    ax.set_xlabel("SI-SNRi (dB), ours")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title("ours: every seed, mean and interval", fontsize="medium")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small", loc="best")
+    ax = axes[1]
+    for yi, row in zip(y, rows):
+        if row.get("paper_si_snri") is not None:
+            ax.plot([row["paper_si_snri"]], [yi], "D", color="black", markersize=6, label=once("paper"))
+        if row.get("si_snri") is not None:
+            ax.plot([row["si_snri"]], [yi], "D", color="C3", markersize=6, markerfacecolor="none",
+                    label=once("ours (mean)"))
+    ax.set_xlabel("SI-SNRi (dB)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title("beside the paper (wsj0-2mix)", fontsize="medium")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small", loc="best")
+    if title:
+        fig.suptitle(title)
     return _save(fig, out_png)
 
 

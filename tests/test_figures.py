@@ -1,4 +1,4 @@
-"""Figures: files written with the expected pixel size, UPGMA order, log parsing."""
+"""Figures: files written with the expected pixel size, UPGMA order, log parsing, seeds."""
 
 import struct
 
@@ -89,6 +89,32 @@ def test_ablation_bars_with_missing_rows(tmp_path):
     ]
     out = figures.plot_ablation_bars(rows, tmp_path / "bars.png")
     assert out.is_file() and png_size(out) == figures.BARS_SIZE
+
+
+def test_ablation_bars_with_intervals(tmp_path):
+    rows = [{"name": "a", "si_snri": 5.0, "sdri": 5.4, "si_snri_ci": [4.6, 5.5], "sdri_ci": None,
+             "paper_si_snri": 13.1, "paper_sdri": 13.4}]
+    assert png_size(figures.plot_ablation_bars(rows, tmp_path / "bars.png")) == figures.BARS_SIZE
+
+
+def test_seed_scatter_beside_the_paper(tmp_path):
+    rows = [
+        {"name": "relu_softmax", "si_snri": 5.5, "si_snri_ci": [5.1, 5.9], "si_snri_seed_values": [5.4, 5.5, 5.6],
+         "paper_si_snri": 13.0},
+        {"name": "one_seed", "si_snri": 5.0, "si_snri_ci": [4.7, 5.3], "si_snri_seed_values": [5.0],
+         "paper_si_snri": None},
+        {"name": "not_run", "si_snri": None, "si_snri_ci": None, "si_snri_seed_values": [], "paper_si_snri": 12.9},
+        {"name": "oracle_ibm", "kind": "oracle", "si_snri": 13.0, "paper_si_snri": 13.0},  # no seeds: left out
+    ]
+    out = figures.plot_seed_scatter(rows, tmp_path / "seeds.png")
+    assert out.is_file() and png_size(out) == figures.SEEDS_SIZE
+
+
+def test_seed_curves_of_every_row_and_seed(tmp_path):
+    runs = {"a": {0: write_log(tmp_path / "a0" / "metrics.csv", 4), 1: write_log(tmp_path / "a1" / "metrics.csv", 3)},
+            "b": {0: write_log(tmp_path / "b0" / "metrics.csv", 2)}}
+    out = figures.plot_seed_curves(runs, tmp_path / "curves.png", title="seeds")
+    assert out.is_file() and png_size(out) == figures.SEED_CURVES_SIZE
 
 
 def test_cli(tmp_path):
