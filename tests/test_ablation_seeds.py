@@ -244,3 +244,28 @@ def test_seeds_reach_the_models_and_finished_runs_are_skipped(tmp_path):
     res = run_ablation(box, *args, "--stage", "1", "--stop-stage", "1", timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     assert (res.stdout + res.stderr).count("training already finished") == 2
+
+
+def test_the_training_seed_drives_initialisation_and_the_mixing_stream(tmp_path):
+    """What local.train does with training.seed: seed_everything, then the model and the data module."""
+    import pytorch_lightning as pl
+
+    from local.config import load_config
+    from local.data import SeparationDataModule
+    from local.system import SeparationSystem
+    from tests.test_data import _dm_conf, make_split
+
+    make_split(tmp_path, [8000] * 6)
+    conf = load_config(REPO / "tests" / "conf" / "micro.yml")
+
+    def start(seed):
+        pl.seed_everything(seed, workers=True)
+        weights = SeparationSystem(conf).model.state_dict()
+        data = SeparationDataModule(tmp_path, _dm_conf(), seed=seed)
+        data.setup("fit")
+        return weights, data.train_set[3]
+
+    (w0, mix0), (w0_again, mix0_again), (w1, mix1) = start(0), start(0), start(1)
+    assert all(torch.equal(w0[k], w0_again[k]) for k in w0) and torch.equal(mix0[0], mix0_again[0])
+    assert any(not torch.equal(w0[k], w1[k]) for k in w0)  # another seed, another initialisation
+    assert not torch.equal(mix0[0], mix1[0])  # ... and another stream of training mixtures
