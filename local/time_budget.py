@@ -51,11 +51,13 @@ class TimeBudget(pl.Callback):
         budget_s: the wall-clock budget of ``Trainer.fit`` in seconds, or None (ETA only).
         exp_dir: where ``time_budget.json`` is written (rank 0).
         skip_steps: steps not measured (the first ones compile the graph).
-        measure_steps: steps timed to get the rate.
+        measure_steps: steps timed to get the rate: the median of their durations, so that a
+            step that recompiles (torch.compile may build a second graph in the first steps)
+            or a moment of load does not set the budget of the whole run.
         reserve_s: kept back for the last checkpoint and what follows ``fit`` (at most 5% of the budget).
     """
 
-    def __init__(self, budget_s: Optional[float], exp_dir: Path, skip_steps: int = 3, measure_steps: int = 30,
+    def __init__(self, budget_s: Optional[float], exp_dir: Path, skip_steps: int = 5, measure_steps: int = 50,
                  reserve_s: float = 10.0):
         self.budget_s = budget_s
         self.exp_dir = Path(exp_dir)
@@ -66,6 +68,8 @@ class TimeBudget(pl.Callback):
         self._fit_start = 0.0
         self._first_step_s: Optional[float] = None
         self._window_start: Optional[tuple[int, float]] = None
+        self._step_times: list[float] = []  # durations of the measured steps
+        self._last_end = 0.0
         self._val_batch_s: list[float] = []
         self._val_batch_t0 = 0.0
         self._reported = False
@@ -100,6 +104,9 @@ class TimeBudget(pl.Callback):
         step, now = trainer.global_step, time.perf_counter()
         if self._first_step_s is None and step >= 1:
             self._first_step_s = now - self._fit_start
+        if self._window_start is not None:
+            self._step_times.append(now - self._last_end)
+        self._last_end = now
         if step == self.skip_steps and self._window_start is None:
             self._window_start = (step, now)
         if self._window_start and step >= self._window_start[0] + self.measure_steps:
@@ -130,8 +137,8 @@ class TimeBudget(pl.Callback):
         return per_batch * n_batches
 
     def _decide(self, trainer, pl_module, step: int, now: float) -> None:
-        start_step, start_t = self._window_start
-        step_s = (now - start_t) / (step - start_step)
+        start_step, _ = self._window_start
+        step_s = sorted(self._step_times)[len(self._step_times) // 2]
         accumulate = max(1, trainer.accumulate_grad_batches)
         steps_per_epoch = max(1, int(trainer.num_training_batches) // accumulate)
         val_epoch_s = self._validation_epoch_s(trainer)
