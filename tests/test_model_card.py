@@ -85,3 +85,15 @@ def test_export_writes_the_card_with_the_corpus_from_the_exp_layout(tmp_path):
     assert "LDC93S6A" in card
     assert sorted(p.name for p in (exp / "export").iterdir() if not p.name.startswith(".")) == sorted(
         ["model.safetensors", "model.json", "model.pth", "model.ts", "conf.yml", "metrics.json", "README.md"])
+
+
+def test_a_demo_model_says_what_it_is_for():
+    """The demo model makes recorded speech worse (-0.8 dB): its card says so, other cards do not."""
+    from local.model_card import DEMO_MODEL_NOTICE, is_demo_model
+
+    card, _ = make_card(dataset="demo")
+    assert "**What it is for.** " + DEMO_MODEL_NOTICE in card
+    assert "not a separator for real recordings" in card and "-0.8 dB" in card
+    assert "What it is for" not in make_card(dataset="wsj0-2mix")[0]
+    assert is_demo_model({"dataset": "demo"}) and not is_demo_model({"dataset": "wsj0-2mix"})
+    assert not is_demo_model({})
