@@ -51,9 +51,15 @@ def _train(data, exp, *sets):
     return res.stderr
 
 
-def _lr_at_end(exp):
-    ckpt = torch.load(exp / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    return ckpt["global_step"], ckpt["optimizer_states"][0]["param_groups"][0]["lr"]
+def _logged(exp) -> dict:
+    """{step: learning rate at the start of each epoch} from the CSV log (LearningRateMonitor)."""
+    import csv
+
+    with open(exp / "logs" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    lrs = {int(r["step"]): round(float(r["lr-Adam"]), 12) for r in rows if r.get("lr-Adam")}
+    last_step = max(int(r["step"]) for r in rows if r["step"])
+    return {**lrs, last_step: None}
 
 
 @pytest.fixture(scope="module")
@@ -85,4 +91,10 @@ def test_a_tiny_budget_stops_on_schedule_and_records_its_steps(micro_corpus, tmp
     assert chosen["replay"] == f"--set training.time_budget=null --set training.epochs={n // 10}"
     replay = tmp_path / "replay"
     _train(micro_corpus, replay, *sets, *chosen["replay"].replace("--set ", "").split())
-    assert _lr_at_end(replay) == pytest.approx((n, lr))
+    # Compared through the training logs (steps and the learning rate at every epoch start),
+    # which record every step; see the note in local/time_budget.py about last.ckpt.
+    # Before the decision the budgeted run's cosine ran over the epochs cap (local/time_budget.py).
+    decided = chosen["measured_steps"][1]
+    after = {step: lr for step, lr in _logged(exp).items() if step > decided}
+    assert after and after == {step: lr for step, lr in _logged(replay).items() if step > decided}
+    assert max(_logged(exp)) in (n - 1, n)  # Lightning logs the last step as n - 1 or n
