@@ -33,6 +33,7 @@ strategy=           # Lightning strategy for training (auto = DDP with several p
 num_nodes=          # machines for training (Lightning num_nodes); default: from the config
 num_workers=        # data-loader workers for training; default: from the config
 nj=2                # parallel jobs for data preparation and evaluation
+device=             # evaluation and separation: cpu or cuda; default: cuda when torch sees a GPU
 prep_opts=          # extra options passed verbatim to egs/<corpus>/prepare.sh
 inputs=()           # stage 4: --inputs PATH, repeatable (a file or a folder each); default: one test mixture
 wsj0=               # wsj0-2mix: the LDC WSJ0 folder (passed to egs/wsj0-2mix/prepare.sh --wsj0)
@@ -67,6 +68,7 @@ Options (default in brackets):
   --num-nodes N        training machines [config's training.num_nodes]
   --num-workers N      training data-loader workers [config's data.num_workers]
   --nj N               data-preparation and evaluation jobs [$nj]
+  --device D           where evaluation and separation run: cpu, cuda [cuda when available]
   --prep-opts "..."    extra options for egs/<corpus>/prepare.sh (see its --help)
   --set KEY=VALUE      config override, e.g. --set optim.lr=5e-4 (repeatable)
   --inputs PATH        stage 4: a wav file or folder to separate, repeatable [one test mixture]
@@ -101,6 +103,7 @@ while [ $# -gt 0 ]; do
     --num-nodes) need_value "$1" $#; num_nodes=$2; shift 2 ;;
     --num-workers) need_value "$1" $#; num_workers=$2; shift 2 ;;
     --nj) need_value "$1" $#; nj=$2; shift 2 ;;
+    --device) need_value "$1" $#; device=$2; shift 2 ;;
     --prep-opts) need_value "$1" $#; prep_opts=$2; shift 2 ;;
     --set) need_value "$1" $#; overrides+=("--set" "$2"); shift 2 ;;
     --inputs) need_value "$1" $#; inputs+=("$2"); shift 2 ;;
@@ -224,7 +227,7 @@ if runs 2; then
   log "Stage 2: evaluation ($exp_dir/eval)"
   run_logged "$exp_dir/logs" evaluate \
     "$python" -m local.evaluate --exp-dir "$exp_dir" --data-dir "$data_dir" --nj "$nj" "${force_opt[@]}" \
-    --conf "$conf" "${overrides[@]}"
+    --conf "$conf" "${overrides[@]}" ${device:+--device "$device"}
 fi
 
 if runs 3; then
@@ -240,7 +243,8 @@ if runs 4; then
     inputs=("$example")
   fi
   run_logged "$exp_dir/logs" separate \
-    "$python" -m local.separate --model "$exp_dir/export" --out-dir "$exp_dir/separated" "${inputs[@]}"
+    "$python" -m local.separate --model "$exp_dir/export" --out-dir "$exp_dir/separated" "${inputs[@]}" \
+    ${device:+--device "$device"}
 fi
 
 log "done in $((SECONDS - start_time)) s"

@@ -1,23 +1,31 @@
-"""Speed and memory of separation on this machine (CPU).
+"""Speed, memory and exactness of every separation path, each measured in fresh processes.
 
 Usage:
 
-    python benchmarks/benchmark_separation.py            # the full figures (several minutes)
-    python benchmarks/benchmark_separation.py --quick    # shorter inputs, same measurements (~1 min)
+    python benchmarks/benchmark_separation.py [--out table.md]   # the full table (~30 minutes here)
+    python benchmarks/benchmark_separation.py --quick            # small models and inputs (CI: seconds)
+        [--conf conf/paper_best.yml] [--causal-conf conf/paper_best_causal.yml] [--rounds 3]
+        [--device cpu|cuda] [--threads 1]
 
-Prints:
-1. offline real-time factor (RTF = processing time / audio duration) of the
-   paper_best model (``conf/paper_best.yml``) on one thread and on all threads;
-2. time per frame (TPF) of the causal paper model (``conf/paper_best_causal.yml``)
-   in streaming mode (``local.streaming.StreamingSeparator``) on one thread,
-   for chunks of 1, 8 and 32 encoder hops, with the algorithmic latency of each
-   (the paper: 0.4 ms per 2 ms frame on one i7-5820K core);
-3. peak memory (max RSS of a fresh process) of chunked separation
-   (``local.separate.separate_array``) of a 10-minute input, and of a shorter
-   one, to show that it does not grow with the length.
+One markdown table (printed, and written to ``--out``), one row per path:
 
-Weights are random (speed does not depend on them); ``--model`` benchmarks an
-export folder instead of paper_best. Timings are medians of ``--repeats`` runs.
+- ``asteroid ConvTasNet``: stock ``asteroid.models.ConvTasNet`` with the recipe model's weights;
+- ``eager``: the training-time model (``local.model.ConvTasNetVariant``), as ``local.separate
+  --backend eager`` runs it;
+- ``fast``: :func:`local.inference.prepare_for_inference` (the default of ``local.separate``);
+- ``TorchScript model.ts`` and ``ONNX Runtime model.onnx``: the export files (``local.export``);
+- opt-in reduced precision (``fast bf16``, ``eager int8``): never the default; the
+  difference column gives their output SNR against float32 instead.
+
+Columns: offline real-time factor (processing time / audio duration, the minimum over
+``--rounds`` fresh processes; paths alternate within a round) on 10 s and 60 s inputs,
+the speed-up over stock asteroid, the peak memory of the fresh process (``ru_maxrss``:
+interpreter, torch, model and one separation of that input), the largest output difference
+from the training-time model (same input), and for the causal twin (``--causal-conf``) the
+streaming time per frame (``local.streaming.StreamingSeparator``) at 1, 8 and 32 encoder hops
+per call with its largest difference from offline causal processing (engines: ``eager``,
+``script`` = TorchScript, the default, and ``onnx`` = ``model_stream.onnx``).
+Weights are random (speed does not depend on them); ``--threads 1`` is one core.
 """
 
 from __future__ import annotations
@@ -25,10 +33,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import resource
-import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,137 +45,388 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+PATHS = ("stock", "eager", "fast", "torchscript", "onnx", "fast-bf16", "eager-int8")
+LABELS = {"stock": "asteroid ConvTasNet (stock)", "eager": "eager (training-time model)",
+          "fast": "fast (local.inference, default)", "torchscript": "TorchScript model.ts",
+          "onnx": "ONNX Runtime model.onnx", "fast-bf16": "fast bf16 (opt-in)", "eager-int8": "eager int8 (opt-in)"}
+STREAM_ENGINE = {"eager": "eager", "torchscript": "script", "onnx": "onnx"}
+HOPS = (1, 8, 32)
 
-def build(conf_path: str, model_dir: str | None = None):
+
+def cpu_model() -> str:
+    """``lscpu``'s model name, with family/model/stepping and the vector extensions torch uses."""
+    info = {}
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        info = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in out.splitlines())}
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    name = info.get("Model name") or platform.processor() or "unknown CPU"
+    flags = set(info.get("Flags", "").split())
+    ext = [f for f in ("avx512f", "avx512_bf16", "amx_tile", "avx2") if f in flags]
+    detail = ", ".join(p for p in (f"family {info['CPU family']}" if "CPU family" in info else "",
+                                   f"model {info['Model']}" if "Model" in info else "",
+                                   "/".join(ext)) if p)
+    return f"{name} ({detail})" if detail else name
+
+
+# ------------------------------------------------------------------ set-up (parent)
+def make_exports(conf_path: str, folder: Path, causal: bool) -> None:
+    """Random-weight package + the export files of ``conf_path`` into ``folder``."""
     import torch
 
-    if model_dir:
-        from local.separate import load_separator
-
-        return load_separator(model_dir)
     from local.config import load_config
-    from local.model import make_model
+    from local.export import write_safetensors_package, write_torchscript
+    from local.model import make_model, serialize_model
+    from local.onnx_export import offline_onnx_bytes, stream_onnx_bytes
 
+    folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    return make_model(load_config(REPO / conf_path)).eval()
+    model = make_model(load_config(REPO / conf_path)).eval()
+    package = serialize_model(model)
+    write_safetensors_package(package, folder / "model.safetensors")
+    if causal:
+        (folder / "model_stream.onnx").write_bytes(stream_onnx_bytes(model))
+    else:
+        write_torchscript(package, folder / "model.ts")
+        (folder / "model.onnx").write_bytes(offline_onnx_bytes(model))
 
 
-def offline_rtf(model, seconds: float, threads: int, repeats: int) -> float:
+def build_path(path: str, folder: Path, device: str):
+    """The callable of one path, on ``device``."""
+    from local.separate import load_separator
+
+    eager = load_separator(folder, device="cpu", backend="eager")
+    if path == "stock":
+        from asteroid.models import ConvTasNet
+
+        from local.model import serialize_model
+
+        package = serialize_model(eager)
+        stock = ConvTasNet(**package["model_args"]).eval()
+        stock.load_state_dict(package["state_dict"])
+        return stock.to(device)
+    if path == "eager":
+        return eager.to(device)
+    if path == "fast":
+        return load_separator(folder, device=device, backend="fast")
+    if path in ("torchscript", "onnx"):
+        return load_separator(folder, device=device, backend=path)
+    from local.inference import reduced_precision
+
+    if device != "cpu":
+        raise SystemExit(f"{path} is a CPU option")
+    low, _ = reduced_precision(eager, "bf16" if path == "fast-bf16" else "int8")
+    return low
+
+
+def _noise(seconds: float, rate: int, seed: int = 1):
     import torch
 
-    torch.set_num_threads(threads)
-    x = torch.randn(1, int(seconds * model.sample_rate))
-    times = []
-    with torch.inference_mode():
-        model(x[:, : int(model.sample_rate)])  # warm-up
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times) / seconds
+    return 0.1 * torch.randn(1, int(seconds * rate), generator=torch.Generator().manual_seed(seed))
 
 
-def streaming_tpf(model, chunk_hops: int, seconds: float, repeats: int) -> tuple[float, float]:
-    """(median time per frame in seconds, algorithmic latency in seconds), on one thread."""
+def _sync(device: str) -> None:
     import torch
 
-    from local.streaming import StreamingSeparator
-
-    torch.set_num_threads(1)
-    sep = StreamingSeparator(model)
-    chunk = chunk_hops * sep.stride
-    n_chunks = max(1, int(seconds * model.sample_rate) // chunk)
-    x = torch.randn(1, (n_chunks + 1) * chunk)
-    sep.process(x[:, :chunk])  # fills the first window: no frame yet at one hop
-    per_frame = []
-    for _ in range(repeats):
-        sep.reset()
-        sep.process(x[:, :chunk])
-        t0 = time.perf_counter()
-        for i in range(1, n_chunks + 1):
-            sep.process(x[:, i * chunk:(i + 1) * chunk])
-        per_frame.append((time.perf_counter() - t0) / (n_chunks * chunk_hops))
-    return statistics.median(per_frame), sep.algorithmic_latency(chunk_hops)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
-def memory_child(args) -> None:
-    """Run in a fresh process: separate ``--minutes`` of noise, print max RSS in MiB as JSON."""
+# ------------------------------------------------------------------ children (fresh processes)
+def offline_child(args) -> dict:
+    """Each of ``--path`` in turn (one, except in quick mode), the given input lengths: best time of
+    ``--repeats`` runs, the peak RSS of the process so far, the outputs saved for the comparison."""
     import numpy as np
     import torch
 
-    from local.separate import separate_array
+    torch.set_num_threads(args.threads)
+    folder = Path(args.folder)
+    rate = int(json.loads((folder / "model.json").read_text())["model_args"]["sample_rate"])
+    results = {}
+    for path in args.path:
+        model = build_path(path, folder, args.device)
+        result = {}
+        with torch.inference_mode():
+            for _ in range(2):  # warm-up: allocator, kernels, onnxruntime's and TorchScript's first runs
+                model(_noise(0.5, rate).to(args.device))
+            _sync(args.device)
+            for seconds in args.seconds:
+                x = _noise(seconds, rate).to(args.device)
+                best = float("inf")
+                for _ in range(args.repeats):
+                    t0 = time.perf_counter()
+                    out = model(x)
+                    _sync(args.device)
+                    best = min(best, time.perf_counter() - t0)
+                if args.save:
+                    np.save(Path(args.save) / f"{path}_{seconds:g}.npy", out.float().cpu().numpy())
+                result[f"{seconds:g}"] = best / seconds
+        result["peak_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        if args.device.startswith("cuda"):
+            result["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
+        results[path] = result
+        del model
+    return results
+
+
+def stream_child(args) -> dict:
+    """Each of ``--engine``: time per frame at each of ``--hops``, and the largest difference from offline."""
+    import torch
+
+    from local.separate import load_separator
+    from local.streaming import StreamingSeparator
 
     torch.set_num_threads(args.threads)
-    model = build(args.conf, args.model)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    folder = Path(args.folder)
+    model = load_separator(folder, device="cpu", backend="eager")
     rate = int(model.sample_rate)
-    audio = (0.1 * np.random.default_rng(0).standard_normal(int(args.minutes * 60 * rate))).astype(np.float32)
-    t0 = time.perf_counter()
-    separate_array(model, audio, rate, window_s=args.window)
-    elapsed = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"peak_mib": peak, "model_loaded_mib": base, "seconds": elapsed}))
+    x = _noise(args.stream_seconds, rate)
+    with torch.inference_mode():
+        offline = model(x)[0]
+    results = {}
+    for engine in args.engine:
+        source = str(folder / "model_stream.onnx") if engine == "onnx" else model
+        sep = StreamingSeparator(source, device=args.device, engine=engine)
+        result, max_diff = {}, 0.0
+        for hops in args.hops:
+            chunk = hops * sep.stride
+            n_chunks = x.shape[-1] // chunk
+            best = float("inf")
+            sep.reset()
+            for i in range(min(n_chunks, 20)):  # warm-up: TorchScript optimises the step in its first calls
+                sep.process(x[0, i * chunk:(i + 1) * chunk])
+            for _ in range(args.repeats):
+                sep.reset()
+                outs = [sep.process(x[0, :chunk])]  # the first window: no frame yet at one hop
+                t0 = time.perf_counter()
+                for i in range(1, n_chunks):
+                    outs.append(sep.process(x[0, i * chunk:(i + 1) * chunk]))
+                _sync(args.device)
+                best = min(best, (time.perf_counter() - t0) / ((n_chunks - 1) * hops))
+                outs.append(sep.process(x[0, n_chunks * chunk:]))
+                outs.append(sep.flush())
+                max_diff = max(max_diff, (torch.cat(outs, -1).cpu() - offline).abs().max().item())
+            result[str(hops)] = best * 1000
+        result["max_diff"] = max_diff
+        if engine == "script":
+            result["floor_ms"] = matvec_floor(model, args.device) * 1000
+        results[engine] = result
+    return results
 
 
-def peak_memory(minutes: float, window: float, args) -> dict:
-    cmd = [sys.executable, __file__, "--_memory-child", "--minutes", str(minutes), "--window", str(window),
-           "--conf", args.conf, "--threads", str(args.threads)]
-    if args.model:
-        cmd += ["--model", args.model]
-    res = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=REPO)
+def matvec_floor(model, device: str) -> float:
+    """Seconds per frame of the causal model's 1x1 convolutions alone at one frame per call (as matrix-
+    vector products: every weight is read once per frame, so this is the memory-bandwidth floor of
+    one-hop streaming on this machine)."""
+    import torch
+
+    weights = []
+    for layer in model.masker.TCN:
+        weights.append(layer.shared_block[0].weight[:, :, 0])
+        out = [layer.res_conv.weight[:, :, 0]] + ([layer.skip_conv.weight[:, :, 0]] if model.masker.skip_chan else [])
+        weights.append(torch.cat(out, 0))
+    weights = [w.detach().to(device).contiguous() for w in weights]
+    bn = model.masker.bn_chan
+    x = torch.randn(1, bn, device=device)
+
+    def run():
+        r = x
+        for i in range(0, len(weights), 2):
+            r = torch.nn.functional.linear(torch.nn.functional.linear(r, weights[i]), weights[i + 1])[:, :bn]
+        return r
+
+    with torch.inference_mode():
+        for _ in range(20):
+            run()
+        best = float("inf")
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for _ in range(50):
+                run()
+            _sync(device)
+            best = min(best, (time.perf_counter() - t0) / 50)
+    return best
+
+
+def run_child(kind: str, args, **options) -> dict:
+    cmd = [sys.executable, __file__, f"--_{kind}-child", "--threads", str(args.threads), "--device", args.device,
+           "--repeats", str(options.pop("repeats", 1))]
+    for key, value in options.items():
+        if isinstance(value, (list, tuple)):
+            cmd += [f"--{key.replace('_', '-')}", *map(str, value)]
+        elif value is not None:
+            cmd += [f"--{key.replace('_', '-')}", str(value)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(REPO)}
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
+    names = options.get("path") or options.get("engine")
+    if res.returncode != 0:
+        error = {"error": (res.stderr.strip().splitlines() or ["failed"])[-1]}
+        return {name: error for name in names}
     return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------ table
+def _fmt(value, spec: str, missing: str = "-") -> str:
+    return missing if value is None else format(value, spec)
+
+
+def make_table(args, offline: dict, stream: dict, diffs: dict, header: str) -> str:
+    import statistics
+
+    lengths = [f"{s:g}" for s in args.seconds]
+    cols = ([f"RTF {s} s" for s in lengths] + [f"x stock ({lengths[0]} s)"] + [f"peak MiB {s} s" for s in lengths]
+            + ["max abs diff vs training-time model"] + [f"stream ms/frame {h} hop{'s' * (h > 1)}" for h in args.hops]
+            + ["stream max abs diff"])
+    lines = [header, "", "| path | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    stock_rtf = min((r[lengths[0]] for r in offline.get(("stock", lengths[0]), []) if lengths[0] in r), default=None)
+    for path in args.paths:
+        cells = []
+        rtfs = {}
+        for s in lengths:
+            runs = [r for r in offline.get((path, s), []) if s in r]
+            rtfs[s] = min((r[s] for r in runs), default=None)
+            cells.append(_fmt(rtfs[s], ".3f", "failed" if offline.get((path, s)) else "-"))
+        speed = stock_rtf / rtfs[lengths[0]] if stock_rtf and rtfs[lengths[0]] else None
+        cells.append(_fmt(speed, ".2f"))
+        for s in lengths:
+            peaks = [r["peak_mib"] for r in offline.get((path, s), []) if "peak_mib" in r]
+            cells.append(_fmt(statistics.median(peaks) if peaks else None, ".0f"))
+        cells.append(diffs.get(path, "-"))
+        engine = STREAM_ENGINE.get(path)
+        runs = stream.get(engine, [])
+        for h in args.hops:
+            values = [r[str(h)] for r in runs if str(h) in r]
+            cells.append(_fmt(min(values) if values else None, ".3f", "failed" if runs else "-"))
+        diff = [r["max_diff"] for r in runs if "max_diff" in r]
+        cells.append(_fmt(max(diff) if diff else None, ".1e"))
+        lines.append(f"| {LABELS[path]} | " + " | ".join(cells) + " |")
+    floors = [r["floor_ms"] for r in stream.get("script", []) if "floor_ms" in r]
+    if floors:
+        lines += ["", f"One-hop floor: the causal model's 1x1 convolutions alone, as matrix-vector products at one "
+                      f"frame per call, take {min(floors):.3f} ms per frame here (each weight is read once per frame)."]
+    errors = sorted({r["error"] for rs in (*offline.values(), *stream.values()) for r in rs if "error" in r})
+    lines += [""] + [f"error: {e}" for e in errors]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def output_diffs(save: Path, paths, seconds: float) -> dict:
+    """Largest |output - training-time model output|, or the SNR (dB) of reduced precision."""
+    import numpy as np
+    import torch
+
+    from local.inference import output_snr
+
+    ref_path = save / f"eager_{seconds:g}.npy"
+    if not ref_path.is_file():
+        return {}
+    ref = np.load(ref_path)
+    out = {}
+    for path in paths:
+        file = save / f"{path}_{seconds:g}.npy"
+        if not file.is_file():
+            continue
+        est = np.load(file)
+        if path in ("fast-bf16", "eager-int8"):
+            out[path] = f"SNR {output_snr(torch.from_numpy(ref), torch.from_numpy(est)):.1f} dB"
+        else:
+            out[path] = f"{np.abs(est - ref).max():.1e}"
+    return out
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="short inputs and one repeat (a smoke run)")
-    p.add_argument("--conf", default="conf/paper_best.yml", help="offline model config")
-    p.add_argument("--causal-conf", default="conf/paper_best_causal.yml", help="streaming model config")
-    p.add_argument("--model", default=None, help="export folder to benchmark instead of --conf (random weights)")
-    p.add_argument("--repeats", type=int, default=None)
-    p.add_argument("--threads", type=int, default=os.cpu_count(), help="'all threads' for the memory run")
-    p.add_argument("--minutes", type=float, default=10.0, help="length of the memory-test input")
-    p.add_argument("--window", type=float, default=30.0, help="chunk window of the memory test, seconds")
-    p.add_argument("--_memory-child", dest="memory_child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--quick", action="store_true", help="small models, short inputs, one round (CI)")
+    p.add_argument("--conf", default=None, help="offline model config [conf/paper_best.yml; quick: conf/demo.yml]")
+    p.add_argument("--causal-conf", default=None, help="streaming model config [conf/paper_best_causal.yml]")
+    p.add_argument("--rounds", type=int, default=None, help="fresh processes per measurement [3; quick: 1]")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default=None, help="cuda when torch sees a GPU, else cpu")
+    p.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS))
+    p.add_argument("--out", default=None, help="also write the table to this file")
+    # child options
+    p.add_argument("--_offline-child", dest="offline_child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--_stream-child", dest="stream_child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--path", nargs="+", help=argparse.SUPPRESS)
+    p.add_argument("--engine", nargs="+", help=argparse.SUPPRESS)
+    p.add_argument("--folder", help=argparse.SUPPRESS)
+    p.add_argument("--save", help=argparse.SUPPRESS)
+    p.add_argument("--seconds", type=float, nargs="+", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--hops", type=int, nargs="+", default=list(HOPS), help=argparse.SUPPRESS)
+    p.add_argument("--stream-seconds", type=float, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--repeats", type=int, default=1, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.memory_child:
-        memory_child(args)
+    if args.device is None:
+        from local.inference import default_device
+
+        args.device = default_device()
+    if args.offline_child or args.stream_child:
+        print(json.dumps(offline_child(args) if args.offline_child else stream_child(args)))
         return 0
 
     import torch
 
-    repeats = args.repeats or (1 if args.quick else 3)
-    offline_s = 4.0 if args.quick else 10.0
-    stream_s = 0.5 if args.quick else 4.0
-    minutes = 1.0 if args.quick else args.minutes
-    window = 10.0 if args.quick else args.window
-    all_threads = os.cpu_count() or 1
-    print(f"torch {torch.__version__}, {all_threads} CPU threads, {'quick' if args.quick else 'full'} run")
-
-    model = build(args.conf, args.model)
-    n_params = sum(p.numel() for p in model.parameters())
-    print(f"\n1. offline RTF, {args.model or args.conf} ({n_params / 1e6:.2f} M parameters), "
-          f"{offline_s:g} s input, median of {repeats}")
-    for threads in sorted({1, all_threads}):
-        rtf = offline_rtf(model, offline_s, threads, repeats)
-        print(f"   {threads:2d} thread(s): RTF {rtf:.3f}  ({1 / rtf:.1f}x real time)")
-
-    causal = build(args.causal_conf)
-    hop_ms = 1000 * causal.encoder.stride / causal.sample_rate
-    frame_ms = 1000 * causal.encoder.filterbank.kernel_size / causal.sample_rate
-    print(f"\n2. streaming TPF, {args.causal_conf}, 1 thread, {stream_s:g} s of audio per run, median of {repeats} "
-          f"(hop {hop_ms:g} ms, frame {frame_ms:g} ms; paper: 0.4 ms per frame on one core)")
-    for hops in (1, 8, 32):
-        tpf, latency = streaming_tpf(causal, hops, stream_s, repeats)
-        print(f"   chunk {hops:2d} hop(s) = {hops * hop_ms:4g} ms: TPF {1000 * tpf:.3f} ms, "
-              f"algorithmic latency {1000 * latency:g} ms, real time: {'yes' if tpf < hop_ms / 1000 else 'no'}")
-
-    print(f"\n3. peak memory (max RSS of a fresh process, {args.threads} threads), chunked with --window {window:g} s")
-    for length in sorted({minutes / 4, minutes}):
-        mem = peak_memory(length, window, args)
-        print(f"   {length:g} min input: peak {mem['peak_mib']:.0f} MiB (model loaded: "
-              f"{mem['model_loaded_mib']:.0f} MiB), RTF {mem['seconds'] / (60 * length):.3f}")
+    quick = args.quick
+    args.conf = args.conf or ("conf/demo.yml" if quick else "conf/paper_best.yml")
+    args.causal_conf = args.causal_conf or ("tests/conf/micro.yml" if quick else "conf/paper_best_causal.yml")
+    rounds = args.rounds or (1 if quick else 3)
+    args.seconds = args.seconds or ([1.0, 2.0] if quick else [10.0, 60.0])
+    stream_seconds = args.stream_seconds or (0.3 if quick else 4.0)
+    if "stock" not in args.paths or "eager" not in args.paths:
+        args.paths = ["stock", "eager"] + [q for q in args.paths if q not in ("stock", "eager")]
+    started = time.time()
+    with tempfile.TemporaryDirectory(prefix="bench-sep-") as tmp:
+        tmp = Path(tmp)
+        make_exports(args.conf, tmp / "offline", causal=False)
+        causal_conf = _causal_variant(args.causal_conf, tmp)
+        make_exports(causal_conf, tmp / "causal", causal=True)
+        save = tmp / "outputs"
+        save.mkdir()
+        offline: dict = {}
+        stream: dict = {}
+        engines = sorted({STREAM_ENGINE[q] for q in args.paths if q in STREAM_ENGINE})
+        for r in range(rounds):
+            order = args.paths if r % 2 == 0 else list(reversed(args.paths))  # alternate, and alternate the order
+            # full: one fresh process per path and input length (a clean peak memory); quick: one for all
+            groups = [(order, args.seconds)] if quick else [([q], [s]) for q in order for s in args.seconds]
+            for paths, lengths in groups:
+                res = run_child("offline", args, path=paths, folder=tmp / "offline", seconds=lengths,
+                                save=save if r == 0 else None, repeats=2)
+                for q in paths:
+                    for s in lengths:
+                        offline.setdefault((q, f"{s:g}"), []).append(res[q])
+            for group in ([engines] if quick else [[e] for e in engines]):
+                res = run_child("stream", args, engine=group, folder=tmp / "causal", hops=args.hops,
+                                stream_seconds=stream_seconds, repeats=1 if quick else 2)
+                for e in group:
+                    stream.setdefault(e, []).append(res[e])
+        diffs = output_diffs(save, args.paths, args.seconds[0])
+    header = (f"Separation on {cpu_model()}, {args.threads} thread(s), device {args.device}, "
+              f"torch {torch.__version__}; "
+              f"offline: {args.conf}, streaming: {args.causal_conf} ({stream_seconds:g} s streams); "
+              f"min of {rounds} fresh process(es) per cell"
+              f"{' (quick: one process for all paths, so peak MiB is not per path)' if quick else ''}; "
+              f"{time.time() - started:.0f} s")
+    table = make_table(args, offline, stream, diffs, header)
+    print(table, end="")
+    if args.out:
+        Path(args.out).write_text(table)
     return 0
+
+
+def _causal_variant(conf_path: str, tmp: Path) -> str:
+    """``conf_path`` as given when it is causal, else its causal twin (cgLN) as a temporary config."""
+    import yaml
+
+    from local.config import load_config
+
+    conf = load_config(REPO / conf_path)
+    if conf["masknet"]["causal"]:
+        return conf_path
+    conf["masknet"].update(causal=True, norm_type="cgLN")
+    path = tmp / "causal.yml"
+    path.write_text(yaml.safe_dump(conf))
+    return str(path)
 
 
 if __name__ == "__main__":

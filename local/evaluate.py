@@ -74,6 +74,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--pesq", action="store_true", help="also compute PESQ (nb at 8 kHz, wb at 16 kHz)")
     p.add_argument("--sir-sar", action="store_true", help="also report BSS Eval SIR and SAR")
     p.add_argument("--n-worst", type=int, default=3, help="worst utterances (lowest SI-SNRi) listed and saved")
+    p.add_argument("--device", default=None,
+                   help="where the model runs (default: cuda when torch sees a GPU, else cpu)")
     p.add_argument("--conf", default=None,
                    help="the experiment's config as run.sh has it: its evaluation section is used (its model "
                         "settings must be those the folder was trained with); default: <exp-dir>/conf.yml")
@@ -397,6 +399,10 @@ def main(argv=None) -> int:
         raise SystemExit("error: --nj must be at least 1")
     exp_dir, data_dir = Path(args.exp_dir), Path(args.data_dir)
     conf, model = load_experiment(exp_dir)
+    from local.inference import default_device, prepare_for_inference
+
+    device = args.device or default_device()
+    model = prepare_for_inference(model, device)  # the one inference path (local.inference), on the device
 
     import torch
     from asteroid.losses import PITLossWrapper, pairwise_neg_sisdr
@@ -444,7 +450,7 @@ def main(argv=None) -> int:
     def separate(idx):
         mix, sources, name = dataset[idx]
         with torch.inference_mode():
-            est = model(mix[None])
+            est = model(mix[None].to(device)).cpu()
             _, est = pit(est, sources[None], return_est=True)
         mix_np = mix.numpy()
         return name, mix_np, sources.numpy(), scored_estimates(mix_np, est[0].numpy(), name)

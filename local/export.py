@@ -12,9 +12,17 @@ The folder holds:
     model.pth          asteroid ``serialize`` package (weights + model_args + infos); loads with
                        ``asteroid.models.ConvTasNet.from_pretrained("model.pth")``; plain
                        tensors and strings only, so ``torch.load(weights_only=True)`` reads it
-    model.ts           TorchScript (traced) model: ``torch.jit.load("model.ts")(wav)``,
+    model.ts           TorchScript: ``torch.jit.load("model.ts", map_location=device)(wav)``,
                        ``wav`` of shape (batch, time) at the model's rate -> (batch, n_src, time);
-                       runs without Python model code (C++ / other runtimes)
+                       runs without Python model code (C++ / other runtimes). It is the scripted
+                       fast inference graph (:class:`local.inference.FastConvTasNet`, not a trace of
+                       asteroid's model, whose ``torch.tensor(..., device=output.device)`` a trace
+                       freezes as a CPU constant), so it runs on any device; the model's geometry
+                       is its extra file ``geometry.json``
+    model.onnx         ONNX (opset 17), dynamic batch and length: onnxruntime runs it with no torch
+                       (:mod:`local.onnx_export`; ``local.separate --model export/model.onnx``)
+    model_stream.onnx  causal models only: one streaming step with the state as inputs and outputs
+                       (``local.streaming.StreamingSeparator(path, engine="onnx")``)
     conf.yml           the training config
     metrics.json       test metrics from the evaluation stage
     README.md          model card in asteroid's template (local.model_card): tags, dataset,
@@ -46,7 +54,24 @@ import sys
 from pathlib import Path
 
 log = logging.getLogger("local.export")
-EXPORT_FILES = ("model.safetensors", "model.json", "model.pth", "model.ts", "conf.yml", "metrics.json", "README.md")
+EXPORT_FILES = ("model.safetensors", "model.json", "model.pth", "model.ts", "model.onnx", "conf.yml", "metrics.json",
+                "README.md")
+#: written in addition for a causal model (masknet.causal: true)
+STREAMING_FILES = ("model_stream.onnx",)
+
+
+def export_files(causal: bool) -> tuple:
+    """The files an export folder holds (the streaming step only for a causal model; the ONNX files
+    only where ``onnx`` is installed, as the recipe's requirements have it)."""
+    from local.onnx_export import onnx_available
+
+    if not onnx_available():
+        return tuple(name for name in EXPORT_FILES if not name.endswith(".onnx"))
+    return EXPORT_FILES + (STREAMING_FILES if causal else ())
+
+
+class ExportError(RuntimeError):
+    """A model that one export format cannot represent (not a write error)."""
 
 
 def write_safetensors_package(package: dict, weights_path: Path) -> None:
@@ -65,25 +90,43 @@ def write_safetensors_package(package: dict, weights_path: Path) -> None:
     weights_path.with_suffix(".json").write_text(json.dumps(config, indent=2, default=str))
 
 
-def write_torchscript(package: dict, path: Path, seconds: float = 1.0) -> None:
-    """Trace the model on a (1, time) input and save it; lengths and batch sizes stay free.
+def write_torchscript(package: dict, path: Path) -> None:
+    """``torch.jit.script`` of the fast inference graph; lengths, batch sizes and devices stay free.
 
     TorchScript is deprecated in recent PyTorch but still the one format that
     ``torch`` alone (or libtorch in C++) runs without the model's Python code;
-    ``tests/test_export.py`` checks the parity on other lengths and batch sizes.
+    ``tests/test_export.py`` checks the parity on other lengths and batch sizes and that
+    the graph holds no device constant.
     """
-    import warnings
-
     import torch
 
+    from local.inference import FastConvTasNet, model_geometry
     from local.model import load_model
 
     model = load_model(package).eval()
-    example = torch.randn(1, int(seconds * model.sample_rate), generator=torch.Generator().manual_seed(0))
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # deprecation notices and "tensor registered as constant"
-        traced = torch.jit.trace(model, example, check_trace=False)
-    path.write_bytes(_serialised(torch.jit.save, traced))
+    scripted = torch.jit.script(FastConvTasNet(model))
+    extra = {"geometry.json": json.dumps(model_geometry(model))}
+    path.write_bytes(_serialised(lambda obj, f: torch.jit.save(obj, f, _extra_files=extra), scripted))
+
+
+def write_onnx(package: dict, folder: Path) -> None:
+    """``model.onnx`` and, for a causal model, ``model_stream.onnx`` (see :mod:`local.onnx_export`)."""
+    from local.model import load_model
+    from local.onnx_export import offline_onnx_bytes, onnx_available, stream_onnx_bytes
+
+    if not onnx_available():  # e.g. the asteroid-layout copy of this recipe in an environment without it
+        log.warning("onnx is not installed: the export has no model.onnx (pip install onnx onnxruntime)")
+        return
+    model = load_model(package).eval()
+    try:
+        offline = offline_onnx_bytes(model)
+        stream = stream_onnx_bytes(model) if model.masker.causal else None
+    except Exception as err:  # noqa: BLE001 - the exporter raises many types for an unsupported graph
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise ExportError(f"the ONNX export failed ({type(err).__name__}: {first})") from None
+    (folder / "model.onnx").write_bytes(offline)
+    if stream is not None:
+        (folder / "model_stream.onnx").write_bytes(stream)
 
 
 def _serialised(save, obj) -> bytes:
@@ -105,6 +148,7 @@ def write_package(folder: Path, exp_dir: Path, conf: dict, package: dict, metric
     (folder / "model.pth").write_bytes(_serialised(torch.save, package))
     write_safetensors_package(package, folder / "model.safetensors")
     write_torchscript(package, folder / "model.ts")
+    write_onnx(package, folder)
     shutil.copyfile(conf_path, folder / "conf.yml")
     for optional in ("training_curves.png", "training_curves.csv"):  # from local.curves, if training made it
         if (exp_dir / optional).is_file():
@@ -143,6 +187,17 @@ def check_metrics_are_of(model_path: Path, metrics_path: Path) -> None:
                          "(./run.sh --stage 2 --stop-stage 2)")
 
 
+def load_raw_quiet(conf_path: Path) -> dict:
+    """The parsed config, or {} when it cannot be read (the export reports that later, with its remedy)."""
+    from local.config import ConfigError, load_raw
+
+    try:
+        conf = load_raw(conf_path)
+    except (ConfigError, OSError):
+        return {}
+    return conf if isinstance(conf, dict) else {}
+
+
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--exp-dir", required=True, help="experiment folder (trained and evaluated)")
@@ -179,7 +234,8 @@ def main(argv=None) -> int:
     check_metrics_are_of(model_path, metrics_path)
     marker = out_dir / ".done"
     inputs = [model_path, conf_path, metrics_path]
-    complete = all((out_dir / name).is_file() for name in EXPORT_FILES)
+    causal = bool((load_raw_quiet(conf_path).get("masknet") or {}).get("causal", False))
+    complete = all((out_dir / name).is_file() for name in export_files(causal))
     if not args.force and complete and is_done(marker, inputs):
         log.info("export is up to date in %s", out_dir)
         return 0
@@ -205,6 +261,9 @@ def main(argv=None) -> int:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         tmp_dir.mkdir(parents=True)
         write_package(tmp_dir, exp_dir, conf, package, metrics)
+    except ExportError as err:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise SystemExit(f"error: {err}: removed {tmp_dir}, {out_dir} is untouched") from None
     except (OSError, RuntimeError) as err:  # a full disk: OSError from Python's writes, RuntimeError from torch
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise SystemExit(f"error: could not write the export in {tmp_dir} ({write_failure(err)}): removed it, "

@@ -1,4 +1,4 @@
-"""Export round-trips: safetensors + JSON, asteroid .pth, TorchScript all give the model's output."""
+"""Export round-trips: safetensors + JSON, asteroid .pth, TorchScript, ONNX all give the model's output."""
 
 import json
 import pickle
@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from local.config import load_config
-from local.export import EXPORT_FILES, main as export_main
+from local.export import EXPORT_FILES, export_files, main as export_main
 from local.model import make_model, serialize_model
 from local.separate import load_separator
 
@@ -38,14 +38,24 @@ def mark_evaluated(exp):
     mark_done(exp / "eval" / ".done", [exp / "best_model.pth"], settings={})
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("who_is_pinv,causal", [(None, False), ("encoder", False), (None, True)])
 def test_every_export_format_gives_the_same_output(tmp_path, who_is_pinv, causal):
     exp, model = make_exp(tmp_path, who_is_pinv, causal)
     assert export_main(["--exp-dir", str(exp)]) == 0
     out = exp / "export"
-    for name in ("model.safetensors", "model.json", "model.pth", "model.ts", "conf.yml", "metrics.json",
-                 "README.md"):
+    for name in ("model.safetensors", "model.json", "model.pth", "model.ts", "model.onnx", "conf.yml",
+                 "metrics.json", "README.md"):
         assert (out / name).is_file(), name
+    assert (out / "model_stream.onnx").is_file() == causal  # the streaming step: causal models only
+    assert set(export_files(causal)) <= {p.name for p in out.iterdir()}
     x = torch.randn(3, 3001, generator=torch.Generator().manual_seed(1))  # other batch and length than traced
     with torch.no_grad():
         ref = model(x)
@@ -55,10 +65,67 @@ def test_every_export_format_gives_the_same_output(tmp_path, who_is_pinv, causal
 
         from_asteroid = ConvTasNet.from_pretrained(str(out / "model.pth")).eval()(x)
         scripted = torch.jit.load(str(out / "model.ts"))(x)
-    for got in (from_safetensors, from_pth, from_asteroid):
+        by_backend = {backend: load_separator(out, device="cpu", backend=backend)(x)
+                      for backend in ("eager", "fast", "torchscript", "onnx")}
+        from_ts_file = load_separator(out / "model.ts", device="cpu")(x)
+    for got in (from_safetensors, from_pth, from_asteroid, by_backend["eager"]):
         assert torch.allclose(got, ref, atol=1e-6)
-    assert scripted.shape == ref.shape
-    assert torch.allclose(scripted, ref, atol=1e-5)
+    for got in (scripted, from_ts_file, by_backend["fast"], by_backend["torchscript"], by_backend["onnx"]):
+        assert got.shape == ref.shape
+        assert torch.allclose(got, ref, atol=1e-5)
+    if causal:
+        from local.streaming import StreamingSeparator
+
+        sep = StreamingSeparator(str(out / "model_stream.onnx"), engine="onnx")
+        online = torch.cat([sep.process(x[:, i:i + 40]) for i in range(0, x.shape[1], 40)] + [sep.flush()], -1)
+        assert torch.allclose(online, ref, atol=1e-5)
+
+
+def _graph_text(module) -> str:
+    """The code and graphs of a TorchScript module and every submodule."""
+    parts = []
+    for sub in module.modules():
+        for attr in ("code", "inlined_graph", "graph"):
+            try:
+                parts.append(str(getattr(sub, attr)))
+            except (AttributeError, RuntimeError):
+                pass
+    return "\n".join(parts)
+
+
+def test_torchscript_export_has_no_device_constant(tmp_path):
+    """A trace of asteroid's model bakes ``torch.tensor([0.0], device=output.device)`` in as a CPU
+    constant (TDConvNet.forward); model.ts is scripted from the fast graph instead, so it runs anywhere."""
+    import re
+
+    exp, model = make_exp(tmp_path, causal=True)
+    export_main(["--exp-dir", str(exp)])
+    ts = torch.jit.load(str(exp / "export" / "model.ts"))
+    text = _graph_text(ts)
+    for pattern in (r'device="cpu"', r'torch\.device\("cpu"\)', r'Device = prim::Constant\[value="cpu"\]',
+                    r"device=cpu\)\s*=\s*prim::Constant"):
+        assert not re.search(pattern, text), pattern
+    # what the check catches: the traced asteroid model
+    import warnings
+
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "torch.tensor results are registered as constants in the trace"
+        traced = torch.jit.trace(model, torch.randn(1, 800), check_trace=False)
+    assert re.search(r'Device = prim::Constant\[value="cpu"\]|torch\.device\("cpu"\)', _graph_text(traced))
+    extra = {"geometry.json": ""}
+    torch.jit.load(str(exp / "export" / "model.ts"), _extra_files=extra)
+    assert json.loads(extra["geometry.json"])["kernel_size"] == model.encoder.filterbank.kernel_size
+
+
+def test_without_onnx_the_export_has_no_onnx_files(tmp_path, monkeypatch):
+    import local.onnx_export
+
+    monkeypatch.setattr(local.onnx_export, "onnx_available", lambda: False)
+    exp, _ = make_exp(tmp_path, causal=True)
+    assert export_main(["--exp-dir", str(exp)]) == 0
+    names = {p.name for p in (exp / "export").iterdir()}
+    assert "model.ts" in names and not {n for n in names if n.endswith(".onnx")}
+    assert export_main(["--exp-dir", str(exp)]) == 0  # complete without them: up to date
 
 
 def test_safetensors_package_needs_no_pickle(tmp_path, monkeypatch):
@@ -101,6 +168,17 @@ def test_model_card_and_rerun(tmp_path, capsys):
     (exp / "export" / "model.ts").unlink()  # an export from before this format existed is redone
     export_main(["--exp-dir", str(exp)])
     assert (exp / "export" / "model.ts").is_file()
+    (exp / "export" / "model.onnx").unlink()
+    export_main(["--exp-dir", str(exp)])
+    assert (exp / "export" / "model.onnx").is_file()
+
+
+def test_causal_export_without_its_streaming_step_is_redone(tmp_path):
+    exp, _ = make_exp(tmp_path, causal=True)
+    export_main(["--exp-dir", str(exp)])
+    (exp / "export" / "model_stream.onnx").unlink()
+    export_main(["--exp-dir", str(exp)])
+    assert (exp / "export" / "model_stream.onnx").is_file()
 
 
 def test_missing_json_is_a_clear_error(tmp_path):

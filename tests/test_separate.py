@@ -15,6 +15,15 @@ SMALL = dict(n_filters=32, kernel_size=16, stride=8, bn_chan=16, hid_chan=32, sk
 TOL = 1e-4  # chunked vs unchunked for models without utterance-level statistics: float round-off (~1e-7)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small tensors: one thread (on a shared machine, idle OpenMP workers make tiny ops take ms)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def small_model(norm_type="cLN", causal=False):
     torch.manual_seed(0)
     return ConvTasNetVariant(2, **SMALL, norm_type=norm_type, causal=causal).eval()
@@ -220,3 +229,57 @@ def test_unwritable_out_dir_fails_before_any_separation(export_dir, tmp_path, mo
     msg = str(err.value)
     assert msg.startswith(f"error: --out-dir {blocker / 'sep'}: cannot create or write files there")
     assert "\n" not in msg
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_fast_path_chunked_equals_eager_unchunked(causal):
+    from local.inference import prepare_for_inference
+
+    model = small_model("cLN", causal)
+    fast = prepare_for_inference(model, "cpu")
+    x = torch.randn(16003, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        whole = model(x[None])[0]
+    assert model_context(fast) == model_context(model)
+    assert (chunked_separate(fast, x, 3001) - whole).abs().max() < TOL
+
+
+def test_device_and_backend_options(export_dir, tmp_path):
+    from local.export import write_torchscript
+    from local.inference import FastConvTasNet
+    from local.onnx_export import export_offline
+
+    out, model = export_dir
+    write_torchscript(serialize_model(model), out / "model.ts")
+    export_offline(model, out / "model.onnx")
+    rng = np.random.default_rng(0)
+    sf.write(tmp_path / "talk.wav", (0.1 * rng.standard_normal(8000)).astype(np.float32), 8000)
+    written = {}
+    for backend in ("auto", "eager", "fast", "torchscript", "onnx"):
+        sep_dir = tmp_path / backend
+        assert main(["--model", str(out), str(tmp_path / "talk.wav"), "--out-dir", str(sep_dir), "--device", "cpu",
+                     "--backend", backend]) == 0
+        written[backend] = np.stack([sf.read(sep_dir / f"talk_s{k}.wav", dtype="int16")[0] for k in (1, 2)])
+    for backend, audio in written.items():  # 16-bit files: at most one step of rounding apart
+        assert np.abs(audio.astype(int) - written["eager"]).max() <= 1, backend
+    assert isinstance(load_separator(out, device="cpu", backend="auto"), FastConvTasNet)
+    assert load_separator(out, device="cpu").masker is not None  # the library default: the eager model
+    with pytest.raises(SystemExit, match="needs a model.ts"):
+        main(["--model", str(out / "model.safetensors"), str(tmp_path / "talk.wav"), "--out-dir", str(tmp_path / "x"),
+              "--backend", "torchscript"])
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="no CUDA GPU"):
+            main(["--model", str(out), str(tmp_path / "talk.wav"), "--out-dir", str(tmp_path / "x"),
+                  "--device", "cuda"])
+
+
+def test_reduced_precision_is_opt_in_and_logged(export_dir, tmp_path, caplog):
+    import logging
+
+    out, _ = export_dir
+    sf.write(tmp_path / "talk.wav", (0.1 * np.random.default_rng(0).standard_normal(8000)).astype(np.float32), 8000)
+    with caplog.at_level(logging.INFO, logger="local.separate"):
+        assert main(["--model", str(out), str(tmp_path / "talk.wav"), "--out-dir", str(tmp_path / "q"),
+                     "--device", "cpu", "--precision", "int8"]) == 0
+    assert "--precision int8: output SNR against float32" in caplog.text
+    assert sorted(p.name for p in (tmp_path / "q").iterdir()) == ["talk_s1.wav", "talk_s2.wav"]

@@ -1,19 +1,38 @@
-"""Streaming separation of a causal model equals offline causal separation (tolerance 1e-4)."""
+"""Streaming separation of a causal model equals offline causal separation (tolerance 1e-4).
+
+Every engine (the scripted step, the same step in Python; onnxruntime: ``tests/test_onnx.py``),
+every chunk size down to one sample, both causal norms; state on the model's device and dtype.
+"""
 
 import pytest
 import torch
 
 from local.model import ConvTasNetVariant
-from local.streaming import StreamingSeparator
+from local.streaming import StreamingSeparator, StreamStep
 
 SMALL = dict(n_filters=32, kernel_size=16, stride=8, bn_chan=16, hid_chan=32, skip_chan=16, n_blocks=4,
              n_repeats=2)
 TOL = 1e-4  # float32 round-off: the observed difference is ~1e-7
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small tensors: one thread (on a shared machine, idle OpenMP workers make tiny ops take ms)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def causal_model(norm_type="cLN", **kw):
     torch.manual_seed(0)
-    return ConvTasNetVariant(2, **{**SMALL, **kw}, norm_type=norm_type, causal=True).eval()
+    model = ConvTasNetVariant(2, **{**SMALL, **kw}, norm_type=norm_type, causal=True)
+    with torch.no_grad():  # trained-looking affine parts (the step folds some of them)
+        for module in model.modules():
+            if hasattr(module, "gamma"):
+                module.gamma.uniform_(0.5, 1.5)
+                module.beta.uniform_(-0.5, 0.5)
+    return model.eval()
 
 
 def stream(sep, x, sizes):
@@ -26,16 +45,51 @@ def stream(sep, x, sizes):
     return torch.cat(outs, -1)
 
 
+@pytest.mark.parametrize("engine", ["script", "eager"])
 @pytest.mark.parametrize("norm_type", ["cLN", "cgLN"])
-@pytest.mark.parametrize("sizes", [[8], [8 * 8], [8 * 32], [1, 7, 13, 100, 3]])
-def test_streaming_equals_offline_causal(norm_type, sizes):
+@pytest.mark.parametrize("sizes", [[8], [8 * 8], [8 * 32], [1, 7, 13, 100, 3], [8 * 80, 5]])
+def test_streaming_equals_offline_causal(norm_type, sizes, engine):
+    """[8 * 80, 5]: chunks longer than a block's history slack (its buffer grows)."""
     model = causal_model(norm_type)
     x = torch.randn(2, 4003, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         offline = model(x)
-    online = stream(StreamingSeparator(model), x, sizes)
+    online = stream(StreamingSeparator(model, device="cpu", engine=engine), x, sizes)
     assert online.shape == offline.shape
     assert (online - offline).abs().max() < TOL
+
+
+@pytest.mark.parametrize("norm_type", ["cLN", "cgLN"])
+def test_functional_step_equals_in_place_step(norm_type):
+    """``forward`` (caches copied in and out: what model_stream.onnx is) == ``stream`` (history buffers)."""
+    step = StreamStep(causal_model(norm_type)).eval()
+    pending, done, caches, sums, tail = step.initial_state(2)
+    history, positions = step.initial_history(2)
+    state_f = (pending, done, caches, sums, tail)
+    state_s = (pending.clone(), done.clone(), history, positions, [t.clone() for t in sums], tail.clone())
+    x = torch.randn(2, 8 * 300, generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        pos = 0
+        for k in [3, 1, 40, 7, 100, 1, 2] * 2:
+            chunk = x[:, pos:pos + 8 * k]
+            if chunk.shape[1] < 8 * k:
+                break
+            pos += 8 * k
+            out_f, *state_f = step(chunk, *state_f)
+            out_s, *state_s = step.stream(chunk, *state_s)
+            assert torch.allclose(out_f, out_s, atol=1e-6)
+
+
+def test_state_follows_the_model_dtype():
+    model = causal_model("cgLN").double()
+    sep = StreamingSeparator(model, device="cpu")
+    x = torch.randn(3001, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    out = stream(sep, x, [40])
+    assert out.dtype == torch.float64
+    with torch.no_grad():
+        assert (out - model(x[None])[0]).abs().max() < 1e-10
+    pending, done, caches, sums, tail = sep.step.initial_state(1)
+    assert pending.dtype == caches[0].dtype == tail.dtype == torch.float64 and sums[0].dtype == torch.float64
 
 
 def test_mono_chunks_pinv_and_reuse_after_flush():
@@ -56,6 +110,14 @@ def test_output_is_final_and_latency():
     assert sep.process(torch.zeros(8)).shape == (2, 8)  # one hop out per hop in from then on
     assert sep.algorithmic_latency(1) == pytest.approx(16 / 8000)  # one window, L samples
     assert sep.algorithmic_latency(32) == pytest.approx((32 * 8 + 8) / 8000)
+
+
+def test_engines_and_devices_are_checked():
+    with pytest.raises(ValueError, match="engine"):
+        StreamingSeparator(causal_model(), engine="tflite")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            StreamingSeparator(causal_model(), device="cuda")
 
 
 def test_refuses_non_causal_and_global_norm():
