@@ -38,12 +38,7 @@ def mark_evaluated(exp):
     mark_done(exp / "eval" / ".done", [exp / "best_model.pth"], settings={})
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.mark.parametrize("who_is_pinv,causal", [(None, False), ("encoder", False), (None, True)])

@@ -18,18 +18,11 @@ from local.inference import (FastConvTasNet, default_device, model_geometry, out
 from local.model import ConvTasNetVariant
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = dict(n_filters=32, kernel_size=16, stride=8, bn_chan=16, hid_chan=32, skip_chan=16, n_blocks=4,
-             n_repeats=2)
+from tests.small_model import SMALL  # noqa: E402
 TOL = 1e-4  # float32 round-off: the observed difference is ~1e-7
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: one thread (on a shared machine, idle OpenMP workers make tiny ops take ms)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def model_with(norm_type="gLN", causal=False, seed=0, **kw):

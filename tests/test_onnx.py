@@ -17,17 +17,11 @@ from local.onnx_export import (GEOMETRY_KEY, OnnxSeparator, OnnxStreamStep, expo
                                export_stream)
 from local.streaming import StreamingSeparator  # noqa: E402
 
-SMALL = dict(n_filters=32, kernel_size=16, stride=8, bn_chan=16, hid_chan=32, skip_chan=16, n_blocks=4,
-             n_repeats=2)
+from tests.small_model import SMALL  # noqa: E402
 TOL = 1e-4  # float32 round-off: the observed difference is ~1e-7
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def small(norm_type="gLN", causal=False, **kw):

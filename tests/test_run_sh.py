@@ -19,7 +19,8 @@ def test_help_lists_stages_and_options():
     assert res.returncode == 0
     for text in ("0  data preparation", "1  training", "2  evaluation", "3  export",
                  "--stage", "--stop-stage", "--corpus", "--conf", "--tag", "--devices", "--num-workers",
-                 "--exp-dir", "--wsj0", "--wsj0-2mix", "--ablation"):
+                 "--exp-dir", "--wsj0", "--wsj0-2mix", "--ablation", "--precision", "--strategy", "--num-nodes",
+                 "--device", "--seeds", "--inputs"):
         assert text in res.stdout, text
 
 
@@ -45,6 +46,9 @@ def test_help_lists_stages_and_options():
     (["--set", "data.batch_size=0"], "data.batch_size=0 must be >= 1"),
     (["--ablation", "conf/ablation_demo", "--tag", "x"], "--tag has no meaning with --ablation"),
     (["--inputs", "/no/such/file.wav", "--stage", "4"], "--inputs /no/such/file.wav: no such file"),
+    (["--seeds", "3"], "--seeds has a meaning only with --ablation"),
+    (["--precision", "8", "--stop-stage", "1"], "Precision 8 is invalid"),
+    (["--strategy", "nonsense", "--stop-stage", "1"], "training.accelerator/devices/num_nodes/strategy/precision"),
 ])
 def test_bad_input_is_a_clear_error(args, message):
     res = run_sh(*args)

@@ -10,18 +10,11 @@ from local.model import ConvTasNetVariant, serialize_model
 from local.separate import (chunked_separate, expand_inputs, load_separator, main, model_context,
                             separate_channels, separate_file)
 
-SMALL = dict(n_filters=32, kernel_size=16, stride=8, bn_chan=16, hid_chan=32, skip_chan=16, n_blocks=4,
-             n_repeats=2)
+from tests.small_model import SMALL  # noqa: E402
 TOL = 1e-4  # chunked vs unchunked for models without utterance-level statistics: float round-off (~1e-7)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: one thread (on a shared machine, idle OpenMP workers make tiny ops take ms)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def small_model(norm_type="cLN", causal=False):
