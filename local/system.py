@@ -21,6 +21,7 @@ from pytorch_lightning.plugins.precision import Precision
 from pytorch_lightning.utilities import GradClipAlgorithmType
 from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau
 
+from local.compile_cache import use_keyed_cache
 from local.model import make_model
 
 log = logging.getLogger("local.system")
@@ -143,7 +144,8 @@ def compile_forward(model: torch.nn.Module, fallback: bool = True) -> Optional[C
     Compiling fuses the TCN's many small element-wise ops (PReLU, norms, residual
     sums, the shifted-sum depthwise convolutions) into a few kernels: a demo training
     step on 2 CPU threads goes from 125 ms to 78 ms (``benchmarks/benchmark_compile.py``).
-    The first step pays the compilation (about 40 s on 2 cores; cached under /tmp afterwards).
+    The first step pays the compilation (about 40 s on 2 cores), cached afterwards in a folder
+    keyed by CPU and thread count (:mod:`local.compile_cache`).
     A compilation failure is a logged eager fallback, or an error with ``fallback=False``
     (:class:`CompiledForward`).
     """
@@ -151,6 +153,7 @@ def compile_forward(model: torch.nn.Module, fallback: bool = True) -> Optional[C
         log.warning("training.compile=true but no C++ compiler (g++, clang++, c++ or $CXX) is on PATH: "
                     "training runs without torch.compile (same results, slower on CPU)")
         return None
+    log.info("torch.compile kernel cache: %s", use_keyed_cache())
     return CompiledForward(model, fallback=fallback)
 
 
