@@ -232,7 +232,7 @@ fi
 
 if runs 3; then
   log "Stage 3: export ($exp_dir/export)"
-  run_logged "$exp_dir/logs" export "$python" -m local.export --exp-dir "$exp_dir" "${force_opt[@]}"
+  run_logged "$exp_dir/logs" export "$python" -m local.export --exp-dir "$exp_dir" --dataset "$corpus" "${force_opt[@]}"
 fi
 
 if runs 4; then

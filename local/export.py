@@ -90,6 +90,12 @@ def write_safetensors_package(package: dict, weights_path: Path) -> None:
     weights_path.with_suffix(".json").write_text(json.dumps(config, indent=2, default=str))
 
 
+def training_infos(package: dict) -> dict:
+    """What ``model.ts`` and ``model.onnx`` carry of the package's ``infos``: the training corpus,
+    so that a file used on its own still tells ``local.separate`` it is a demo model."""
+    return {"dataset": package.get("infos", {}).get("dataset")}
+
+
 def write_torchscript(package: dict, path: Path) -> None:
     """``torch.jit.script`` of the fast inference graph; lengths, batch sizes and devices stay free.
 
@@ -105,7 +111,7 @@ def write_torchscript(package: dict, path: Path) -> None:
 
     model = load_model(package).eval()
     scripted = torch.jit.script(FastConvTasNet(model))
-    extra = {"geometry.json": json.dumps(model_geometry(model))}
+    extra = {"geometry.json": json.dumps(model_geometry(model)), "infos.json": json.dumps(training_infos(package))}
     path.write_bytes(_serialised(lambda obj, f: torch.jit.save(obj, f, _extra_files=extra), scripted))
 
 
@@ -119,8 +125,8 @@ def write_onnx(package: dict, folder: Path) -> None:
         return
     model = load_model(package).eval()
     try:
-        offline = offline_onnx_bytes(model)
-        stream = stream_onnx_bytes(model) if model.masker.causal else None
+        offline = offline_onnx_bytes(model, infos=training_infos(package))
+        stream = stream_onnx_bytes(model, infos=training_infos(package)) if model.masker.causal else None
     except Exception as err:  # noqa: BLE001 - the exporter raises many types for an unsupported graph
         first = (str(err).strip().splitlines() or [""])[0]
         raise ExportError(f"the ONNX export failed ({type(err).__name__}: {first})") from None
@@ -154,8 +160,8 @@ def write_package(folder: Path, exp_dir: Path, conf: dict, package: dict, metric
         if (exp_dir / optional).is_file():
             shutil.copyfile(exp_dir / optional, folder / optional)
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    (folder / "README.md").write_text(model_card(conf, package, metrics, exp_dir.name,
-                                                 conf_text=conf_path.read_text(), dataset=corpus_of(exp_dir)))
+    (folder / "README.md").write_text(model_card(conf, package, metrics, exp_dir.name, conf_text=conf_path.read_text(),
+                                                 dataset=package["infos"].get("dataset")))
 
 
 def write_failure(err: BaseException) -> str:
@@ -202,6 +208,9 @@ def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--exp-dir", required=True, help="experiment folder (trained and evaluated)")
     p.add_argument("--out-dir", default=None, help="export folder (default: <exp-dir>/export)")
+    p.add_argument("--dataset", default=None,
+                   help="corpus the model was trained on (demo, wsj0-2mix, librimix ...), recorded in the package "
+                        "and named in the model card [the <corpus> of exp/<corpus>/<tag>]")
     p.add_argument("--force", action="store_true", help="export again even if up to date")
     return p
 
@@ -215,9 +224,12 @@ def model_card(conf: dict, package: dict, metrics: dict, exp_name: str, conf_tex
 
 
 def corpus_of(exp_dir: Path) -> str | None:
-    """Corpus name for the card: ``exp/<corpus>/<tag>`` (run.sh's layout), else None."""
+    """The corpus of run.sh's layouts, ``exp/<corpus>/<tag>`` and ``exp/<corpus>/<row>/seed<k>``, else None."""
     parts = exp_dir.resolve().parts
-    return parts[-2] if len(parts) >= 3 and parts[-3] == "exp" else None
+    for depth in (3, 4):
+        if len(parts) > depth and parts[-depth] == "exp":
+            return parts[-depth + 1]
+    return None
 
 
 def main(argv=None) -> int:
@@ -253,6 +265,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"error: {err}") from None
     metrics = json.loads(metrics_path.read_text())
     package["infos"]["final_metrics"] = metrics
+    package["infos"]["dataset"] = args.dataset or corpus_of(exp_dir)
 
     # Build in a sibling temp folder, then swap it in: a killed export leaves
     # either the previous export or none, never half of one.

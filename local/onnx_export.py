@@ -43,6 +43,7 @@ import torch
 OPSET = 17
 GEOMETRY_KEY = "conv_tasnet_geometry"
 STREAM_KEY = "conv_tasnet_stream"
+INFOS_KEY = "conv_tasnet_infos"  # what the model was trained on (local.export.training_infos)
 
 
 def onnx_available() -> bool:
@@ -72,8 +73,8 @@ def _with_metadata(data: bytes, metadata: dict) -> bytes:
     return proto.SerializeToString()
 
 
-def offline_onnx_bytes(model, seconds: float = 1.0) -> bytes:
-    """``model.onnx`` as bytes (see the module docstring)."""
+def offline_onnx_bytes(model, seconds: float = 1.0, infos: Optional[dict] = None) -> bytes:
+    """``model.onnx`` as bytes (see the module docstring); ``infos`` go into its metadata."""
     from local.inference import FastConvTasNet, model_geometry
 
     model = model.eval().cpu()
@@ -81,10 +82,10 @@ def offline_onnx_bytes(model, seconds: float = 1.0) -> bytes:
     example = torch.randn(1, int(seconds * model.sample_rate), generator=torch.Generator().manual_seed(0))
     data = _export_bytes(module, (example,), ["wav"], ["sources"],
                          {"wav": {0: "batch", 1: "time"}, "sources": {0: "batch", 2: "time"}})
-    return _with_metadata(data, {GEOMETRY_KEY: model_geometry(model)})
+    return _with_metadata(data, {GEOMETRY_KEY: model_geometry(model), INFOS_KEY: infos or {}})
 
 
-def stream_onnx_bytes(model, example_hops: int = 4) -> bytes:
+def stream_onnx_bytes(model, example_hops: int = 4, infos: Optional[dict] = None) -> bytes:
     """``model_stream.onnx`` as bytes (see the module docstring); ``model`` must be causal."""
     from local.inference import model_geometry
     from local.streaming import StreamStep
@@ -105,7 +106,7 @@ def stream_onnx_bytes(model, example_hops: int = 4) -> bytes:
     data = _export_bytes(step, (chunk, pending, frames_done, caches, sums, tail), names, outputs, dynamic)
     stream = {"cache_sizes": step.cache_sizes, "hid_chan": step.hid_chan, "n_sums": n_sums,
               "kernel_size": step.kernel_size, "stride": step.stride, "n_src": step.n_src}
-    return _with_metadata(data, {GEOMETRY_KEY: model_geometry(model), STREAM_KEY: stream})
+    return _with_metadata(data, {GEOMETRY_KEY: model_geometry(model), STREAM_KEY: stream, INFOS_KEY: infos or {}})
 
 
 def export_offline(model, path: str | Path) -> None:
@@ -151,6 +152,7 @@ class OnnxSeparator:
             raise ValueError(f"{path}: no {GEOMETRY_KEY} metadata: not an export of this recipe")
         self.geometry = meta[GEOMETRY_KEY]
         self.sample_rate = float(self.geometry["sample_rate"])
+        self.trained_on = meta.get(INFOS_KEY, {}).get("dataset")
 
     def __call__(self, wav: torch.Tensor) -> torch.Tensor:
         wav = torch.as_tensor(wav, dtype=torch.float32)

@@ -37,7 +37,8 @@ def asteroid_package(package: dict) -> dict:
 def as_asteroid_export(folder: str | os.PathLike, dataset: Optional[str] = None) -> None:
     """Rewrite an export (``local.export``) for asteroid: ``model.pth`` and ``model.safetensors`` +
     ``model.json`` as :func:`asteroid_package`, with asteroid's ``dataset`` and ``licenses`` fields
-    for ``dataset``, and the model card (``README.md``) for that name and corpus licence."""
+    for ``dataset`` (default: the one the export recorded), and the model card (``README.md``) for
+    the model name asteroid sees and that corpus's licence."""
     import json
 
     import torch
@@ -49,6 +50,7 @@ def as_asteroid_export(folder: str | os.PathLike, dataset: Optional[str] = None)
     folder = Path(folder)
     path = folder / "model.pth"
     package = asteroid_package(torch.load(path, map_location="cpu", weights_only=True))
+    dataset = dataset or package["infos"].get("dataset")
     if dataset:
         package["dataset"] = dataset
         package["licenses"] = [DATA_LICENSES[key] for key in [dataset_key(dataset)] if key]

@@ -205,10 +205,11 @@ def load_separator(model_dir_or_file: str | Path, device=None, backend: str | No
             if isinstance(err, ValueError) and "--device" in str(err):
                 raise
             raise ModelFileError(f"{path} is truncated or corrupt ({_first_line(err)}): {REEXPORT}") from None
-    model = build_model(read_package(path), path)
-    if backend in (None, "eager"):
-        return model.to(dev)
-    return prepare_for_inference(model, dev)
+    package = read_package(path)
+    model = build_model(package, path)
+    separator = model.to(dev) if backend in (None, "eager") else prepare_for_inference(model, dev)
+    separator.trained_on = package.get("infos", {}).get("dataset")
+    return separator
 
 
 class TorchScriptSeparator:
@@ -220,7 +221,7 @@ class TorchScriptSeparator:
         import torch
 
         self.path = Path(path)
-        extra = {"geometry.json": ""}
+        extra = {"geometry.json": "", "infos.json": ""}
         try:
             self.module = torch.jit.load(str(path), map_location=torch.device(device), _extra_files=extra).eval()
         except Exception as err:  # noqa: BLE001 - torch raises RuntimeError for a damaged archive
@@ -229,6 +230,7 @@ class TorchScriptSeparator:
             raise ModelFileError(f"{path} has no geometry.json: not a model.ts of this recipe ({REEXPORT})")
         self.geometry = json.loads(extra["geometry.json"])
         self.sample_rate = float(self.geometry["sample_rate"])
+        self.trained_on = json.loads(extra["infos.json"] or "{}").get("dataset")
         self.device = torch.device(device)
 
     def __call__(self, wav):
@@ -540,6 +542,14 @@ def check_out_dir(out_dir: Path) -> None:
                          "choose another folder or fix its permissions") from None
 
 
+def say_what_the_model_is_for(model) -> None:
+    """Warn, before separating, when the model was trained on the demo corpus (synthetic voices)."""
+    from local.model_card import DEMO_MODEL_NOTICE, is_demo_model
+
+    if is_demo_model({"dataset": getattr(model, "trained_on", None)}):
+        log.warning("%s", DEMO_MODEL_NOTICE)
+
+
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="export folder, or model .safetensors/.pth")
@@ -602,6 +612,7 @@ def main(argv=None) -> int:
             model = load_separator(args.model, device="cpu", backend="eager")
     except (FileNotFoundError, ValueError) as err:  # ModelFileError is a ValueError
         raise SystemExit(f"error: {err}")
+    say_what_the_model_is_for(model)
     window_s = args.window or None
     if args.precision != "fp32":
         model = reduce_precision(model, args.precision, files[0][0], window_s)

@@ -241,3 +241,50 @@ def test_a_full_disk_leaves_the_previous_export_and_no_temp_folder(tmp_path, mon
     with pytest.raises(SystemExit, match=r"unexpected pos 64 vs 0; is the disk full\?\): removed it") as err:
         export_main(["--exp-dir", str(exp), "--force"])
     assert "\n" not in str(err.value) and not tmp.exists()
+
+
+@pytest.mark.parametrize("model_file", ["", "model.pth", "model.ts", "model.onnx"])
+def test_a_demo_model_says_what_it_is_for_whichever_file_separates(tmp_path, model_file, caplog):
+    """Every export file records the training corpus; local.separate warns before separating with a demo model."""
+    import numpy as np
+    import soundfile as sf
+
+    from local.model_card import DEMO_MODEL_NOTICE
+    from local.separate import main as separate_main
+
+    exp, _ = make_exp(tmp_path)
+    assert export_main(["--exp-dir", str(exp), "--dataset", "demo"]) == 0
+    assert json.loads((exp / "export" / "model.json").read_text())["infos"]["dataset"] == "demo"
+    assert "What it is for" in (exp / "export" / "README.md").read_text()
+    mix = tmp_path / "mix.wav"
+    sf.write(mix, np.random.default_rng(0).uniform(-0.3, 0.3, 8000), 8000, subtype="PCM_16")
+    model = exp / "export" / model_file if model_file else exp / "export"
+    assert load_separator(model).trained_on == "demo"
+    with caplog.at_level("WARNING", logger="local.separate"):
+        assert separate_main(["--model", str(model), "--out-dir", str(tmp_path / "out"), "--device", "cpu",
+                              str(mix)]) == 0
+    assert DEMO_MODEL_NOTICE in caplog.text
+
+
+def test_a_model_of_a_real_corpus_separates_without_the_demo_notice(tmp_path, caplog):
+    import numpy as np
+    import soundfile as sf
+
+    from local.separate import main as separate_main
+
+    exp, _ = make_exp(tmp_path)
+    assert export_main(["--exp-dir", str(exp), "--dataset", "wsj0-2mix"]) == 0
+    assert load_separator(exp / "export" / "model.ts").trained_on == "wsj0-2mix"
+    mix = tmp_path / "mix.wav"
+    sf.write(mix, np.random.default_rng(0).uniform(-0.3, 0.3, 8000), 8000, subtype="PCM_16")
+    with caplog.at_level("WARNING", logger="local.separate"):
+        assert separate_main(["--model", str(exp / "export"), "--out-dir", str(tmp_path / "out"), str(mix)]) == 0
+    assert "demo corpus" not in caplog.text
+
+
+def test_the_corpus_is_read_from_both_experiment_layouts(tmp_path):
+    from local.export import corpus_of
+
+    assert corpus_of(tmp_path / "exp" / "demo" / "demo") == "demo"
+    assert corpus_of(tmp_path / "exp" / "wsj0-2mix" / "pinv_decoder" / "seed2") == "wsj0-2mix"
+    assert corpus_of(tmp_path / "elsewhere") is None

@@ -35,7 +35,8 @@ def main(argv=None) -> int:
     if args.n_save_ex is not None:
         rest += ["--n-examples", str(args.n_save_ex if args.n_save_ex >= 0 else sys.maxsize)]
     status = (evaluate_main(["--exp-dir", str(exp_dir), "--data-dir", args.corpus_dir, *rest])
-              or export_main(["--exp-dir", str(exp_dir), "--out-dir", str(exp_dir / "publish_dir")]))
+              or export_main(["--exp-dir", str(exp_dir), "--out-dir", str(exp_dir / "publish_dir"),
+                           "--dataset", args.dataset]))
     if status:
         return status
     as_asteroid_export(exp_dir / "publish_dir", args.dataset)
