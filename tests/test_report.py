@@ -106,7 +106,7 @@ def test_rows_over_seeds_spreads_and_intervals(exp_root):
     lo, hi = rs["si_snri_ci"]
     assert lo < min(seed_means) <= max(seed_means) < hi  # seeds and utterances: wider than the seeds alone
     assert rs["sdri"] == pytest.approx(np.mean(seed_means) + 0.4) and rs["sdri_ci"][0] < rs["sdri"]
-    assert rs["budget"] == "9 x 250 = 2250 steps"
+    assert rs["budget"] == "6 x 250 = 1500 steps"
     assert (rs["encoder"], rs["mask"], rs["decoder"], rs["paper_si_snri"], rs["paper_sdri"]) == (
         "relu", "softmax", "learned", 13.0, 13.3)
     pinv = rows["pinv_softmax"]
@@ -192,7 +192,7 @@ def test_written_files_and_printed_table(exp_root, tmp_path, capsys):
                   "permutation test of 3 + 3 runs cannot", "Power is low", "crossed design",
                   "without a correction for multiplicity"):
         assert words in md, words
-    assert "9 x 250 = 2250 steps" in md
+    assert "6 x 250 = 1500 steps" in md
     with open(out / "ablation.csv") as f:
         rows = {r["name"]: r for r in csv.DictReader(f)}
     assert rows["relu_softmax"]["seeds"] == "0 1 2" and rows["relu_softmax"]["n_seeds"] == "3"
@@ -239,7 +239,7 @@ def test_inconsistent_runs_are_flagged(exp_root):
     warnings = consistency_warnings(collect(DEMO_ROWS, exp_root, exp_root / "oracle", seeds=[0, 1, 2]))
     assert any("different test sets" in w for w in warnings)
     assert any("different numbers of utterances" in w for w in warnings)
-    assert any("relu_softmax: seed 1 was trained with other settings" in w and "training.epochs: 9 -> 4" in w
+    assert any("relu_softmax: seed 1 was trained with other settings" in w and "training.epochs: 6 -> 4" in w
                for w in warnings)
     assert any("rows have results for different seeds" in w for w in warnings)
 
