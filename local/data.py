@@ -24,8 +24,9 @@ from local.metadata import REINDEX_HINT, CorpusChanged, read_split_metadata, sou
 
 def split_dir(corpus_dir: str | Path, data_conf: dict, split: str) -> Path:
     """``data/<corpus>`` + config -> ``data/<corpus>/wav8k/min/<split>``."""
-    rate = f"wav{data_conf['sample_rate'] // 1000}k"
-    return Path(corpus_dir) / rate / data_conf["mode"] / split
+    from local.metadata import split_path
+
+    return split_path(corpus_dir, data_conf["sample_rate"], data_conf["mode"], split)
 
 
 def _unreadable(path: str, err: Exception) -> Exception:

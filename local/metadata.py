@@ -33,6 +33,17 @@ class CorpusChanged(FileNotFoundError):
     """A file named by a split's JSON metadata is gone: the corpus was moved or deleted since it was indexed."""
 
 
+
+def rate_dir_name(rate: int) -> str:
+    """The rate folder of the wsj0-mix layout: ``8000 -> "wav8k"``, ``16000 -> "wav16k"``; other rates ``"wav22050"``."""
+    rate = int(rate)
+    return f"wav{rate // 1000}k" if rate % 1000 == 0 else f"wav{rate}"
+
+
+def split_path(corpus_dir: Union[str, Path], rate: int, mode: str, split: str) -> Path:
+    """``<corpus_dir>/wav8k/min/tr``: the one place the split folder's path is built."""
+    return Path(corpus_dir) / rate_dir_name(rate) / mode / split
+
 def stem_names(n_src: int) -> List[str]:
     """``["mix", "s1", ..., "s<n_src>"]``."""
     if n_src < 1:

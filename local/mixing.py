@@ -58,7 +58,7 @@ import numpy as np
 from scipy.signal import resample_poly
 
 from .audio_io import read_audio, write_wav_atomic
-from .metadata import write_split_metadata
+from .metadata import rate_dir_name, split_path, write_split_metadata
 from .p56 import active_level
 
 __all__ = [
@@ -71,7 +71,6 @@ __all__ = [
     "format_mix_line",
     "mix_sources",
     "create_mixtures",
-    "rate_dir_name",
     "output_paths",
 ]
 
@@ -288,21 +287,11 @@ def mix_sources(
 # ---------------------------------------------------------------------------
 # Files
 # ---------------------------------------------------------------------------
-def rate_dir_name(rate: int) -> str:
-    """``8000 -> "wav8k"``, ``16000 -> "wav16k"``; other rates ``"wav22050"``."""
-    rate = int(rate)
-    return f"wav{rate // 1000}k" if rate % 1000 == 0 else f"wav{rate}"
-
-
-def _split_dir(out_root: Path, rate: int, mode: str, split: str) -> Path:
-    return Path(out_root) / rate_dir_name(rate) / mode / split
-
-
 def output_paths(
     entry: MixEntry, out_root: PathLike, split: str, rate: int, mode: str
 ) -> List[Path]:
     """``[mix, s1, s2, ...]`` output paths of ``entry`` for one (rate, mode)."""
-    d = _split_dir(Path(out_root), rate, mode, split)
+    d = split_path(Path(out_root), rate, mode, split)
     fname = entry.name + ".wav"
     return [d / "mix" / fname] + [d / f"s{k + 1}" / fname for k in range(entry.n_src)]
 
@@ -447,4 +436,4 @@ def create_mixtures(
 
     for r in rates:
         for m in modes:
-            write_split_metadata(_split_dir(out_root, r, m, split), n_src)
+            write_split_metadata(split_path(out_root, r, m, split), n_src)

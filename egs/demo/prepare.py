@@ -421,7 +421,8 @@ def prepare_demo(
     seconds["sources"] = time.perf_counter() - t0
 
     # 2. mix lists
-    from local.mixing import MixEntry, create_mixtures, parse_mix_list, rate_dir_name, write_mix_list
+    from local.metadata import rate_dir_name
+    from local.mixing import MixEntry, create_mixtures, parse_mix_list, write_mix_list
 
     t0 = time.perf_counter()
     list_cfg = dict(src_cfg, n_mixtures=[mix_n[s] for s in SPLITS])

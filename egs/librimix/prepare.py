@@ -46,7 +46,7 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
-from local.metadata import read_split_metadata, stem_names, write_split_metadata
+from local.metadata import rate_dir_name, read_split_metadata, stem_names, write_split_metadata
 
 __all__ = ["OFFICIAL_COUNTS", "LIBRIMIX_SPLITS", "PrepareError", "locate_librimix", "prepare_librimix", "main"]
 
@@ -65,10 +65,6 @@ _FORMAT = 1
 
 class PrepareError(RuntimeError):
     """A user-facing failure: the message says what is wrong and what to do."""
-
-
-def _rate_dir(rate: int) -> str:
-    return f"wav{rate // 1000}k"
 
 
 def _read_json(path: Path) -> Optional[dict]:
@@ -133,7 +129,7 @@ def _validate(base: Path, n_src: int, rate: int, mode: str, split_map: Dict[str,
     import soundfile as sf
 
     problems: List[str] = []
-    root = base / _rate_dir(rate) / mode
+    root = base / rate_dir_name(rate) / mode
     sources = stem_names(n_src)[1:]
     for ours, theirs in split_map.items():
         sdir = root / theirs
@@ -181,7 +177,7 @@ def _validate(base: Path, n_src: int, rate: int, mode: str, split_map: Dict[str,
 
 def _check_output(out: Path, base: Path, force: bool = False) -> None:
     info = _read_json(out / _OWNER)
-    has_data = any((out / _rate_dir(r)).exists() for r in (8000, 16000))
+    has_data = any((out / rate_dir_name(r)).exists() for r in (8000, 16000))
     if info is None and has_data:
         raise PrepareError(f"{out} already holds wav8k/ or wav16k/ folders that this script did not make; "
                            "choose another --out")
@@ -247,8 +243,8 @@ def prepare_librimix(
     problems = []
     for rate in rates:
         for mode in modes:
-            if not (base / _rate_dir(rate) / mode).is_dir():
-                problems.append(f"{base / _rate_dir(rate) / mode}: no such folder (LibriMix generated with "
+            if not (base / rate_dir_name(rate) / mode).is_dir():
+                problems.append(f"{base / rate_dir_name(rate) / mode}: no such folder (LibriMix generated with "
                                 "other --freqs/--modes? pass the ones you have with --sample-rates/--modes)")
                 continue
             problems += _validate(base, n_src, rate, mode, split_map, mix_folder, allow_partial, log)
@@ -271,8 +267,8 @@ def prepare_librimix(
     for rate in rates:
         for mode in modes:
             for ours, theirs in split_map.items():
-                rel = Path(_rate_dir(rate)) / mode / ours
-                odir, sdir = out / rel, base / _rate_dir(rate) / mode / theirs
+                rel = Path(rate_dir_name(rate)) / mode / ours
+                odir, sdir = out / rel, base / rate_dir_name(rate) / mode / theirs
                 cfg = {"format": _FORMAT, "source": str(sdir.resolve()), "mix": mix_folder, "n_src": n_src}
                 marker = _read_json(odir / ".done") or {}
                 if marker.get("config") == cfg and (odir / "mix.json").is_file():

@@ -36,6 +36,7 @@ ROOT = HERE.parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from local.metadata import split_path  # noqa: E402
 from local.mixing import MixEntry, create_mixtures  # noqa: E402
 
 __all__ = ["FULL_MIXTURES", "make_synthetic_tree", "make_mix_entries", "run_benchmark", "main"]
@@ -114,7 +115,7 @@ def run_benchmark(
                         nj=nj, progress=False, p56_pad_zeros=True)
         dt = time.perf_counter() - t0
         rate = sorted(sample_rates)[0]
-        mix_dir = out / f"wav{rate // 1000}k" / modes[0] / "tr" / "mix"
+        mix_dir = split_path(out, rate, modes[0], "tr") / "mix"
         audio_s = sum(sf.info(str(p)).frames for p in mix_dir.glob("*.wav")) / rate
         res = {
             "nj": nj,

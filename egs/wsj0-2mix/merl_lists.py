@@ -27,11 +27,12 @@ import math
 import os
 import shutil
 import urllib.error
-import urllib.request
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Union
+
+from wsj0_sources import download, split_list_path  # one direction: the sources module imports nothing of this one
 
 __all__ = [
     "MERL_URL",
@@ -48,7 +49,6 @@ __all__ = [
     "obtain_lists",
     "origin_of",
     "check_lists",
-    "download",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -125,19 +125,6 @@ def names_sha256(file_names: Sequence[str]) -> str:
 # ---------------------------------------------------------------------------
 # obtaining the lists
 # ---------------------------------------------------------------------------
-def download(url: str, dest: Path, timeout: float = 60.0) -> None:
-    """Fetch ``url`` to ``dest`` (atomically). Raises ``urllib.error.URLError``/``OSError``."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".{dest.name}.{os.getpid()}.part"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as fh:
-            shutil.copyfileobj(resp, fh)
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -269,7 +256,6 @@ def check_lists(
     of wrong counts / non-official content unless ``allow_partial``).
     """
     from local.mixing import parse_mix_list
-    from wsj0_sources import split_list_path
 
     entries: Dict[str, list] = {}
     official: Dict[str, bool] = {}

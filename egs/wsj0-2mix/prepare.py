@@ -57,8 +57,8 @@ for _p in (str(ROOT), str(HERE)):
 
 import merl_lists  # noqa: E402
 import wsj0_sources  # noqa: E402
-from local.metadata import read_split_metadata, stem_names, write_split_metadata  # noqa: E402
-from local.mixing import MixEntry, create_mixtures, rate_dir_name  # noqa: E402
+from local.metadata import rate_dir_name, read_split_metadata, split_path, stem_names, write_split_metadata  # noqa: E402
+from local.mixing import MixEntry, create_mixtures  # noqa: E402
 
 __all__ = [
     "SPLITS",
@@ -97,10 +97,6 @@ def _read_json(path: Path) -> Optional[dict]:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
-
-
-def _split_dir(out: Path, rate: int, mode: str, split: str) -> Path:
-    return out / rate_dir_name(rate) / mode / split
 
 
 def _grid(rates: Sequence[int], modes: Sequence[str]) -> List[Tuple[int, str]]:
@@ -308,7 +304,7 @@ def _build(
         digest = merl_lists.normalised_sha256(lists[split])
         todo = []
         for rate, mode in _grid(rates, modes):
-            d = _split_dir(out, rate, mode, split)
+            d = split_path(out, rate, mode, split)
             cfg = {"format": _FORMAT, "n_src": n_src, "mix_list_sha256": digest, "activlev": activlev_rev,
                    "rate": rate, "mode": mode}
             marker = _read_json(d / ".done") if (d / ".done").is_file() else None

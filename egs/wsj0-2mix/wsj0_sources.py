@@ -41,6 +41,7 @@ import sys
 import tarfile
 import tempfile
 import urllib.error
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -609,11 +610,21 @@ def find_sph2pipe(explicit: Optional[PathLike] = None, tools_dir: Optional[PathL
     return None
 
 
-def _download(url: str, dest: Path, timeout: float = 60.0) -> None:
-    # One atomic downloader for the folder (merl_lists imports this module lazily, so no cycle).
-    from merl_lists import download
+def download(url: str, dest: Path, timeout: float = 60.0) -> None:
+    """Fetch ``url`` to ``dest`` (atomically). Raises ``urllib.error.URLError``/``OSError``."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".{dest.name}.{os.getpid()}.part"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as fh:
+            shutil.copyfileobj(resp, fh)
+        os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
-    download(url, dest, timeout=timeout)
+
+def _download(url: str, dest: Path, timeout: float = 60.0) -> None:
+    download(url, dest, timeout=timeout)  # the sph2pipe fetch; tests replace it to simulate being offline
 
 
 def build_sph2pipe(
