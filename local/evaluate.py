@@ -67,6 +67,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--exp-dir", required=True, help="experiment folder written by local.train")
     p.add_argument("--data-dir", required=True, help="corpus folder, e.g. data/demo")
     p.add_argument("--test-set", default=None, help="split to evaluate (default: data.test_set of the config)")
+    p.add_argument("--out-dir", default=None,
+                   help="results folder (default: <exp-dir>/eval); another one for another corpus, e.g. "
+                        "<exp-dir>/eval_flite for the held-out-synthesiser test set (egs.demo.heldout)")
     p.add_argument("--n-examples", type=int, default=None, help="utterances saved as wav (default: config)")
     p.add_argument("--max-utts", type=int, default=0, help="evaluate only the first N utterances (0: all)")
     p.add_argument("--force", action="store_true", help="evaluate again even if results are up to date")
@@ -418,7 +421,7 @@ def main(argv=None) -> int:
     test_dir = split_dir(data_dir, dc, test_set)
     if not (test_dir / "mix.json").is_file():
         raise SystemExit(f"error: {test_dir / 'mix.json'} not found: prepare the {test_set!r} split first")
-    out_dir = exp_dir / "eval"
+    out_dir = Path(args.out_dir) if args.out_dir else exp_dir / "eval"
     marker = out_dir / ".done"
     inputs = [exp_dir / "best_model.pth", test_dir / "mix.json"]
     metrics_list = (["si_sdr"] + (["sdr"] if ec["compute_sdr"] else [])

@@ -182,7 +182,8 @@ def test_prepare_layout(tiny):
     assert set(summary["steps"]) == {"sources", "lists", "wav8k/min/tr", "wav8k/min/cv", "wav8k/min/tt"}
     spk = json.loads((out / "speakers.json").read_text())
     assert len(spk) == 8
-    assert set(spk[0]) == {"id", "split", "variant", "accent", "pitch", "range", "rate", "gender", "vtl", "tilt"}
+    assert set(spk[0]) == {"id", "split", "variant", "accent", "pitch", "range", "rate", "gender", "vtl", "tilt", "engine"}
+    assert {s["engine"] for s in spk} == {"espeak"}
     by_split = {s: {d["variant"] for d in spk if d["split"] == s} for s in SPLITS}
     assert not by_split["tr"] & (by_split["cv"] | by_split["tt"])
 

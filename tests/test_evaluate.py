@@ -199,3 +199,11 @@ def test_moved_test_set_is_a_one_line_error(tmp_path):
     with pytest.raises(SystemExit, match=r"mix.json names .* which does not exist: the corpus was moved") as err:
         main(["--exp-dir", str(exp), "--data-dir", str(moved)])
     assert "\n" not in str(err.value)
+
+
+def test_another_corpus_is_scored_into_its_own_folder(tmp_path):
+    """--out-dir: a held-out test set is scored beside the experiment's own results, not over them."""
+    exp, data, names = _fake_experiment(tmp_path)
+    assert main(["--exp-dir", str(exp), "--data-dir", str(data), "--out-dir", str(exp / "eval_flite")]) == 0
+    assert (exp / "eval_flite" / ".done").is_file() and not (exp / "eval").exists()
+    assert json.loads((exp / "eval_flite" / "metrics.json").read_text())["n_utterances"] == 2

@@ -44,8 +44,9 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .flite import FliteError
 from .sentences import make_sentence
-from .speakers import SPLITS, Speaker, make_speakers
+from .speakers import SPLITS, Speaker, make_flite_speakers, make_speakers
 
 __all__ = ["prepare_demo", "make_mix_list", "main", "SOURCE_RATE"]
 
@@ -127,8 +128,9 @@ def _render(text: str, spk: Speaker, synth_seed: int) -> Tuple[np.ndarray, int]:
     import torch
     import torchaudio.functional as AF
 
-    from .espeak import synthesize
+    from . import espeak, flite
 
+    synthesize = {"espeak": espeak.synthesize, "flite": flite.synthesize}[spk.engine]
     wav, sr = synthesize(text, spk, seed=synth_seed)
     if wav.size == 0:
         return wav, 0
@@ -162,7 +164,7 @@ def _synth_speaker(job: dict) -> List[Tuple[str, str, int]]:
                 break
         _, text, y = best
         if not np.max(np.abs(y), initial=0.0) > 0:
-            raise RuntimeError(f"eSpeak NG produced silence for speaker {spk.id} ({spk.voice}): {text!r}")
+            raise RuntimeError(f"{spk.engine} produced silence for speaker {spk.id} ({spk.voice}): {text!r}")
         gain = 10 ** (rng.uniform(*GAIN_DB) / 20)
         y = y * (PEAK * gain / np.max(np.abs(y)))
         write_wav_atomic(root / _rel_path(spk.split, spk.id, n), y, SOURCE_RATE)
@@ -206,19 +208,19 @@ def _make_sources(
 ) -> None:
     root = out_dir / "sources"
     jobs = []
-    for split in SPLITS:
+    for split in speakers:  # every split given (the held-out test sets have tt only)
         for spk in speakers[split]:
             jobs.append({
                 "speaker": spk.to_dict(), "n_utts": utts[split], "seed": seed,
                 "index": int(spk.id[1:]), "root": str(root),
             })
     results = _run_jobs(_synth_speaker, jobs, nj, progress, "synthesising speakers")
-    by_split: Dict[str, List[str]] = {s: [] for s in SPLITS}
+    by_split: Dict[str, List[str]] = {s: [] for s in speakers}
     for job, res in zip(jobs, results):
         by_split[job["speaker"]["split"]] += [f"{uid} {text}\n" for uid, text, _ in res]
-    for split in SPLITS:
+    for split in speakers:
         _atomic_write_text(out_dir / "sentences" / f"{split}.txt", "".join(by_split[split]))
-    all_spk = [s.to_dict() for split in SPLITS for s in speakers[split]]
+    all_spk = [s.to_dict() for split in speakers for s in speakers[split]]
     _atomic_write_text(out_dir / "speakers.json", json.dumps(all_spk, indent=2) + "\n")
 
 
@@ -379,6 +381,33 @@ def remove_demo_corpus(out_dir: PathLike) -> list:
 # ------------------------------------------------------------------------------------------
 # main entry point
 # ------------------------------------------------------------------------------------------
+ENGINES = ("espeak", "flite")
+
+
+def _check_splits(splits: Sequence[str]) -> Tuple[str, ...]:
+    chosen = tuple(dict.fromkeys(splits))
+    if not chosen or any(s not in SPLITS for s in chosen):
+        raise ValueError(f"--splits: must be a non-empty subset of {SPLITS}, got {list(splits)!r}")
+    return tuple(s for s in SPLITS if s in chosen)
+
+
+def _engine_speakers(engine: str, spk_n: Dict[str, int], seed: int, splits: Sequence[str]) -> Dict[str, List[Speaker]]:
+    """The speakers of the chosen splits: eSpeak's split by voice variant, or Flite's (five voices)."""
+    if engine == "espeak":
+        every = make_speakers(spk_n["tr"], spk_n["cv"], spk_n["tt"], seed=seed)
+        return {s: every[s] for s in splits}
+    if engine == "flite":
+        from .flite import flite_command
+
+        flite_command()  # FliteError with what to do, before any work
+        out, first = {}, 1
+        for s in splits:
+            out[s] = make_flite_speakers(spk_n[s], split=s, seed=seed + SPLITS.index(s), first_id=first)
+            first += spk_n[s]
+        return out
+    raise ValueError(f"--engine: choose one of {ENGINES}, got {engine!r}")
+
+
 def prepare_demo(
     out_dir: PathLike,
     seed: int = 0,
@@ -389,10 +418,15 @@ def prepare_demo(
     modes: Sequence[str] = ("min",),
     nj: int = 1,
     progress: bool = False,
+    engine: str = "espeak",
+    splits: Sequence[str] = SPLITS,
 ) -> dict:
     """Create (or finish) the demo corpus in ``out_dir``; see the module docstring.
 
     ``n_speakers``, ``utts_per_speaker`` and ``n_mixtures`` are ``(tr, cv, tt)``.
+    ``engine="flite"`` makes the speakers of Flite's recorded-voice synthesiser
+    (:func:`egs.demo.speakers.make_flite_speakers`), ``splits`` only some splits (a
+    held-out test set: ``("tt",)``; the counts of the other splits are ignored).
     Returns a summary dict: ``out_dir``, ``speakers``/``utterances``/``mixtures``
     per split, ``mix_lists`` (split -> path), ``mix_dirs`` ("wav8k/min/tr" ->
     path), ``steps`` (step -> "done" or "skipped") and ``seconds`` per step.
@@ -405,12 +439,15 @@ def prepare_demo(
     out_dir.mkdir(parents=True, exist_ok=True)
     steps: Dict[str, str] = {}
     seconds: Dict[str, float] = {}
-    speakers = make_speakers(spk_n["tr"], spk_n["cv"], spk_n["tt"], seed=seed)
+    splits = _check_splits(splits)
+    speakers = _engine_speakers(engine, spk_n, seed, splits)
 
     # 1. sources
     t0 = time.perf_counter()
     src_cfg = {"format": _FORMAT, "seed": seed, "n_speakers": [spk_n[s] for s in SPLITS],
                "utts_per_speaker": [utt_n[s] for s in SPLITS]}
+    if engine != "espeak" or splits != SPLITS:  # so that existing demo corpora keep their markers
+        src_cfg.update(engine=engine, splits=list(splits))
     src_marker = out_dir / "sources" / ".done"
     if _check_marker(src_marker, src_cfg):
         steps["sources"] = "skipped"
@@ -427,11 +464,12 @@ def prepare_demo(
     t0 = time.perf_counter()
     list_cfg = dict(src_cfg, n_mixtures=[mix_n[s] for s in SPLITS])
     list_dir = out_dir / "mix_lists"
-    list_paths = {s: list_dir / f"mix_2_spk_{s}.txt" for s in SPLITS}
+    list_paths = {s: list_dir / f"mix_2_spk_{s}.txt" for s in splits}
     if _check_marker(list_dir / ".done", list_cfg):
         steps["lists"] = "skipped"
     else:
-        for k, split in enumerate(SPLITS):
+        for split in splits:
+            k = SPLITS.index(split)
             utts = {
                 spk.id: [_rel_path(split, spk.id, n) for n in range(1, utt_n[split] + 1)]
                 for spk in speakers[split]
@@ -445,7 +483,7 @@ def prepare_demo(
 
     # 3. mixtures, per split x rate x mode
     mix_dirs: Dict[str, str] = {}
-    for split in SPLITS:
+    for split in splits:
         entries = parse_mix_list(list_paths[split], n_src=2)
         digest = hashlib.sha1(list_paths[split].read_bytes()).hexdigest()
         todo = []
@@ -481,9 +519,10 @@ def prepare_demo(
     return {
         "out_dir": str(out_dir),
         "seed": seed,
-        "speakers": dict(spk_n),
-        "utterances": {s: spk_n[s] * utt_n[s] for s in SPLITS},
-        "mixtures": dict(mix_n),
+        "engine": engine,
+        "speakers": {s: spk_n[s] for s in splits},
+        "utterances": {s: spk_n[s] * utt_n[s] for s in splits},
+        "mixtures": {s: mix_n[s] for s in splits},
         "mix_lists": {s: str(p) for s, p in list_paths.items()},
         "mix_dirs": mix_dirs,
         "steps": steps,
@@ -515,6 +554,11 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="length modes of the mixtures: min and/or max")
     p.add_argument("--nj", type=int, default=min(os.cpu_count() or 1, 8),
                    help="parallel processes for synthesis and mixing")
+    p.add_argument("--engine", choices=ENGINES, default="espeak",
+                   help="synthesiser: espeak (the demo: eSpeak NG's voices) or flite (Flite's five voices built "
+                        "from recorded speakers, for a held-out test set; tools/install_flite.sh installs it)")
+    p.add_argument("--splits", nargs="+", default=list(SPLITS), metavar="SPLIT",
+                   help="splits to make (a held-out test set: --splits tt; counts of other splits are ignored)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--force", action="store_true",
                    help="rebuild from scratch: first delete what this script made in --out (only that)")
@@ -533,9 +577,13 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
             args.out, seed=args.seed, n_speakers=args.n_speakers,
             utts_per_speaker=args.utts_per_speaker, n_mixtures=args.n_mixtures,
             sample_rates=args.sample_rates, modes=args.modes, nj=args.nj, progress=not args.quiet,
+            engine=args.engine, splits=args.splits,
         )
     except ValueError as err:
         parser.error(str(err))
+    except FliteError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     summary["seconds"]["total"] = round(time.perf_counter() - t0, 2)
     print(json.dumps(summary, indent=2))
     return 0

@@ -33,6 +33,7 @@ __all__ = [
     "usable_variants",
     "variant_gender",
     "make_speakers",
+    "make_flite_speakers",
 ]
 
 SPLITS = ("tr", "cv", "tt")
@@ -104,18 +105,19 @@ class Speaker:
     gender: str
     vtl: float = 1.0
     tilt: float = 0.0
+    engine: str = "espeak"  # the synthesiser: "espeak" (the demo) or "flite" (egs.demo.flite)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "Speaker":
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})  # speakers.json of older corpora
 
     @property
     def voice(self) -> str:
-        """eSpeak voice name, e.g. ``en-us+m3``."""
-        return espeak.voice_name(self.accent, self.variant)
+        """The engine's voice name: eSpeak's ``en-us+m3``, or Flite's ``slt``."""
+        return espeak.voice_name(self.accent, self.variant) if self.engine == "espeak" else self.variant
 
 
 _GENDER_RE = re.compile(r"^\s*gender\s+(\w+)", re.IGNORECASE | re.MULTILINE)
@@ -265,4 +267,31 @@ def make_speakers(
                 )
             )
         out[split] = speakers
+    return out
+
+
+def make_flite_speakers(n: int, split: str = "tt", seed: int = 0, first_id: int = 1) -> List[Speaker]:
+    """``n`` speakers of Flite's voices (:data:`egs.demo.flite.VOICES`), for a held-out test set.
+
+    Flite has five voices, so speakers share them (in turn, so each voice speaks about
+    ``n / 5`` of them) and differ by rate and by the demo's vocal-tract length and tilt,
+    drawn from the same ranges as the eSpeak speakers'. ``accent``, ``pitch`` and ``range``
+    are eSpeak's parameters and stay empty (Flite's pitch target barely moves its
+    clustergen voices; the vocal-tract factor moves pitch and formants of every voice).
+    """
+    from .flite import VOICES
+
+    if isinstance(n, bool) or int(n) != n or n < 2:
+        raise ValueError(f"number of speakers must be an integer >= 2, got {n!r}")
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xF117E]))
+    voices = sorted(VOICES)
+    width = max(3, len(str(first_id + n - 1)))
+    out = []
+    for i in range(int(n)):
+        voice = voices[i % len(voices)]
+        rate = int(rng.integers(RATE_RANGE[0], RATE_RANGE[1] + 1))
+        vtl = round(float(rng.uniform(*VTL_RANGE)), 3)
+        tilt = round(float(rng.uniform(*TILT_RANGE)), 2)
+        out.append(Speaker(id=f"f{first_id + i:0{width}d}", split=split, variant=voice, accent="", pitch=0,
+                           range=0, rate=rate, gender=VOICES[voice], vtl=vtl, tilt=tilt, engine="flite"))
     return out
