@@ -9,12 +9,13 @@ away from zero, saturate to [-32768, 32767]), which is how MERL's
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 from typing import Tuple, Union
 
 import numpy as np
 import soundfile as sf
+
+from local.stage_state import atomic_file
 
 __all__ = ["read_audio", "write_wav_atomic", "quantize_pcm16"]
 
@@ -72,7 +73,7 @@ def write_wav_atomic(
 
     Parent folders are created; the data go to a hidden temporary file in the
     same folder, which is flushed, fsync'ed and then ``os.replace``'d onto
-    ``path``.  ``samples`` is 1-D (mono) or ``(frames, channels)``.  NaN/inf
+    ``path`` (:func:`local.stage_state.atomic_file`).  ``samples`` is 1-D (mono) or ``(frames, channels)``.  NaN/inf
     samples are refused with ``ValueError``.  For ``subtype="PCM_16"`` the
     samples are quantised with :func:`quantize_pcm16` (values outside
     [-1, 1) saturate); other subtypes are handed to libsndfile as float.
@@ -97,19 +98,5 @@ def write_wav_atomic(
     else:
         data = x
 
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.parent / f".{p.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        # os.open honours the umask (mkstemp would force mode 0600 on the final file).
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "wb") as fh:
-            sf.write(fh, data, int(sample_rate), subtype=subtype, format=fmt)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_file(p) as fh:
+        sf.write(fh, data, int(sample_rate), subtype=subtype, format=fmt)

@@ -12,7 +12,7 @@ Two pieces, both plugged into Lightning rather than replacing it:
     ``shutil.move`` then falls back to *copying into the final path*, so a job killed
     during the copy leaves a truncated ``last.ckpt``, and each killed write leaves a
     checkpoint-sized orphan in ``/tmp``. This plugin writes next to the target
-    (``.<name>.tmp-<pid>`` in the same folder), ``fsync``-s it and ``os.replace``-s it
+    (``.<name>.tmp-<pid>-<random>`` in the same folder, ``local.stage_state.atomic_file``), ``fsync``-s it and ``os.replace``-s it
     over the target, which POSIX guarantees to be atomic on every local or network
     file system; the folder is ``fsync``-ed too, so the rename survives a power cut.
     Remote URLs (``s3://`` ...) keep Lightning's own path.
@@ -43,34 +43,17 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from local.stage_state import TMP_MARK, atomic_file
+
 log = logging.getLogger("local.callbacks")
 
-TMP_PREFIX = "."
-TMP_MARK = ".tmp-"
+TMP_PREFIX = "."  # and local.stage_state.TMP_MARK: the temporaries of local.stage_state.atomic_file
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to ``path`` so that readers see the old file or the complete new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}{TMP_MARK}{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable; not possible on every platform
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
+    with atomic_file(path) as f:
+        torch.save(obj, f)
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:

@@ -48,11 +48,11 @@ def _figure(size_px):
 
 
 def _save(fig, out_png) -> Path:
+    from local.stage_state import atomic_file
+
     out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=DPI, format="png")
-    tmp.replace(out)
+    with atomic_file(out) as fh:
+        fig.savefig(fh, dpi=DPI, format="png")
     return out
 
 

@@ -43,6 +43,7 @@ def as_asteroid_export(folder: str | os.PathLike, dataset: Optional[str] = None)
 
     import torch
 
+    from local.callbacks import atomic_torch_save
     from local.config import load_raw
     from local.export import model_card, write_safetensors_package
     from local.model_card import DATA_LICENSES, dataset_key
@@ -54,9 +55,7 @@ def as_asteroid_export(folder: str | os.PathLike, dataset: Optional[str] = None)
     if dataset:
         package["dataset"] = dataset
         package["licenses"] = [DATA_LICENSES[key] for key in [dataset_key(dataset)] if key]
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(package, tmp)
-    os.replace(tmp, path)
+    atomic_torch_save(package, path)
     write_safetensors_package(package, path.with_name("model.safetensors"))
     conf_path, metrics = folder / "conf.yml", json.loads((folder / "metrics.json").read_text())
     (folder / "README.md").write_text(model_card(load_raw(conf_path), package, metrics, folder.parent.name,

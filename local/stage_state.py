@@ -8,10 +8,12 @@ since (re-training invalidates the evaluation, for example).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import uuid
 from pathlib import Path
-from typing import Iterable
+from typing import IO, Iterable, Iterator
 
 
 def _fingerprint(inputs: Iterable[str | Path]) -> dict:
@@ -66,25 +68,57 @@ def mark_done(marker: str | Path, inputs: Iterable[str | Path] = (), **info) -> 
     atomic_write_text(marker, json.dumps({"inputs": _fingerprint(inputs), **info}, indent=2))
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` so that readers see the old file or the whole new one, never a part.
+#: Temporary files of :func:`atomic_file` are ``.<name>.tmp-<pid>-<random>`` beside their target,
+#: so that a killed write's leftover is recognisable (``local.callbacks.remove_stale_temporaries``).
+TMP_MARK = ".tmp-"
 
-    The temporary file lives in the same folder (``os.replace`` is atomic only
-    within one file system), is flushed to disk before the rename, and is
-    removed if anything fails.
+
+def temporary_path(path: str | Path) -> Path:
+    """A fresh hidden temporary name in ``path``'s folder (``os.replace`` is atomic only within one file system)."""
+    path = Path(path)
+    return path.parent / f".{path.name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path, mode: str = "wb") -> Iterator[IO]:
+    """A file to write ``path`` through: readers see the old file or the whole new one, never a part.
+
+    The one implementation of a crash-safe write in the recipe (text, audio, checkpoints, lists,
+    downloads). The folder is created; the temporary file (:func:`temporary_path`) gets the
+    umask's mode (``mkstemp`` would force 0600 on the final file), is flushed and fsync'ed before
+    the rename, and is removed if anything fails; the folder is fsync'ed after the rename, where
+    the platform allows, so that the rename survives a power cut.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    tmp = temporary_path(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        tmp.unlink(missing_ok=True)
         raise
+    try:
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+    except OSError:
+        pass
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically (:func:`atomic_file`)."""
+    with atomic_file(path, "w") as fh:
+        fh.write(text)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (:func:`atomic_file`)."""
+    with atomic_file(path, "wb") as fh:
+        fh.write(data)

@@ -273,6 +273,7 @@ def export_best(exp_dir: Path, checkpoint_cb, conf: dict) -> Path:
     """
     import torch
 
+    from local.callbacks import atomic_torch_save
     from local.checkpoint_average import average_state_dicts, best_k_paths
     from local.model import make_model, serialize_model
     from local.stage_state import atomic_write_text
@@ -294,9 +295,7 @@ def export_best(exp_dir: Path, checkpoint_cb, conf: dict) -> Path:
         log.info("best_model.pth: weights averaged over the %d best checkpoints: %s", len(rel), ", ".join(rel))
     package = serialize_model(model, training_config=conf, **infos)
     out = exp_dir / "best_model.pth"
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save(package, tmp)
-    os.replace(tmp, out)
+    atomic_torch_save(package, out)
     return out
 
 

@@ -164,7 +164,7 @@ def test_evaluation_stage_writes_everything(tmp_path, capsys):
     assert len(list((ev / "examples").iterdir())) == 1
     table = (ev / "table.md").read_text()
     assert "By gender pair" in table and "Worst utterances" in table and "Not scored" in table
-    assert not list(ev.glob("*.tmp")) and (ev / ".done").is_file()
+    assert not list(ev.glob(".*.tmp-*")) and (ev / ".done").is_file()
     # up to date: nothing recomputed; other settings: computed again
     mtime = (ev / "metrics.csv").stat().st_mtime_ns
     assert main(args) == 0 and (ev / "metrics.csv").stat().st_mtime_ns == mtime

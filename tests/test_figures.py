@@ -77,7 +77,7 @@ def test_training_curves_of_several_experiments(tmp_path):
     logs = {"a": write_log(tmp_path / "a" / "metrics.csv", 4), "b": write_log(tmp_path / "b" / "metrics.csv", 2)}
     out = figures.plot_training_curves(logs, tmp_path / "figs" / "curves.png")
     assert out.is_file() and png_size(out) == figures.CURVES_SIZE
-    assert not list((tmp_path / "figs").glob("*.tmp.png"))
+    assert not list((tmp_path / "figs").glob(".*.tmp-*"))
 
 
 def test_ablation_bars_with_missing_rows(tmp_path):

@@ -606,7 +606,7 @@ def test_resume_after_killed_run(tmp_path, monkeypatch):
         rel = p.relative_to(clean)
         if rel.parts[0] in ("wav8k", "wav16k"):
             assert (out / rel).read_bytes() == p.read_bytes(), rel
-    assert not [p for p in out.rglob(".*.tmp")]
+    assert not [p for p in out.rglob(".*.tmp-*")]
     # and a third run does nothing
     summary = prep.prepare_wsj0_mix(out, **kw)
     assert set(summary["steps"].values()) == {"skipped"}

@@ -44,6 +44,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from local.stage_state import atomic_write_text
+
 from .flite import FliteError
 from .sentences import make_sentence
 from .speakers import SPLITS, Speaker, make_flite_speakers, make_speakers
@@ -73,12 +75,6 @@ _FORMAT = 1  # bump when the output of a step changes for the same settings
 # ------------------------------------------------------------------------------------------
 # small helpers
 # ------------------------------------------------------------------------------------------
-def _atomic_write_text(path: Path, text: str) -> None:
-    from local.stage_state import atomic_write_text
-
-    atomic_write_text(path, text)
-
-
 def _check_marker(marker: Path, config: dict) -> bool:
     """True if ``marker`` records ``config``; ``ValueError`` if it records other settings."""
     if not marker.is_file():
@@ -96,7 +92,7 @@ def _check_marker(marker: Path, config: dict) -> bool:
 
 
 def _write_marker(marker: Path, config: dict, **info) -> None:
-    _atomic_write_text(marker, json.dumps({"config": config, **info}, indent=2) + "\n")
+    atomic_write_text(marker, json.dumps({"config": config, **info}, indent=2) + "\n")
 
 
 def _utt_id(spk_id: str, n: int) -> str:
@@ -219,9 +215,9 @@ def _make_sources(
     for job, res in zip(jobs, results):
         by_split[job["speaker"]["split"]] += [f"{uid} {text}\n" for uid, text, _ in res]
     for split in speakers:
-        _atomic_write_text(out_dir / "sentences" / f"{split}.txt", "".join(by_split[split]))
+        atomic_write_text(out_dir / "sentences" / f"{split}.txt", "".join(by_split[split]))
     all_spk = [s.to_dict() for split in speakers for s in speakers[split]]
-    _atomic_write_text(out_dir / "speakers.json", json.dumps(all_spk, indent=2) + "\n")
+    atomic_write_text(out_dir / "speakers.json", json.dumps(all_spk, indent=2) + "\n")
 
 
 # ------------------------------------------------------------------------------------------

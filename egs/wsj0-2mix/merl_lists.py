@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
+from local.stage_state import atomic_file
 from wsj0_sources import download, split_list_path  # one direction: the sources module imports nothing of this one
 
 __all__ = [
@@ -165,10 +166,8 @@ def _from_zip(zip_path: Path, names: Sequence[str], dest: Path) -> Dict[str, Pat
         out = {}
         for n in names:
             target = dest / n
-            tmp = dest / f".{n}.{os.getpid()}.tmp"
-            with zf.open(members[n]) as src, open(tmp, "wb") as fh:
+            with zf.open(members[n]) as src, atomic_file(target) as fh:
                 shutil.copyfileobj(src, fh)
-            os.replace(tmp, target)
             out[n] = target
     _record_origins(dest, {n: f"{zip_path}:{members[n]}" for n in names})
     return out
@@ -199,9 +198,8 @@ def obtain_lists(
             dest.mkdir(parents=True, exist_ok=True)
             for n in names:
                 if (src / n).resolve() != (dest / n).resolve():
-                    tmp = dest / f".{n}.{os.getpid()}.tmp"
-                    shutil.copyfile(src / n, tmp)
-                    os.replace(tmp, dest / n)
+                    with open(src / n, "rb") as fin, atomic_file(dest / n) as fh:
+                        shutil.copyfileobj(fin, fh)
             _record_origins(dest, {n: str((src / n).resolve()) for n in names})
             return {s: dest / list_name(n_src, s) for s in SPLITS}
         if src.is_file():

@@ -612,15 +612,10 @@ def find_sph2pipe(explicit: Optional[PathLike] = None, tools_dir: Optional[PathL
 
 def download(url: str, dest: Path, timeout: float = 60.0) -> None:
     """Fetch ``url`` to ``dest`` (atomically). Raises ``urllib.error.URLError``/``OSError``."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".{dest.name}.{os.getpid()}.part"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as fh:
-            shutil.copyfileobj(resp, fh)
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    from local.stage_state import atomic_file
+
+    with urllib.request.urlopen(url, timeout=timeout) as resp, atomic_file(dest) as fh:
+        shutil.copyfileobj(resp, fh)
 
 
 def _download(url: str, dest: Path, timeout: float = 60.0) -> None:
@@ -696,7 +691,9 @@ def build_sph2pipe(
 # materialising the wav tree MERL's script reads
 # ---------------------------------------------------------------------------
 def _tmp_for(dst: Path) -> Path:
-    return dst.parent / f".{dst.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    from local.stage_state import temporary_path
+
+    return temporary_path(dst)
 
 
 def _verify_pcm(path: Path, res: ResolvedSource) -> None:
