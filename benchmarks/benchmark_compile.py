@@ -5,12 +5,15 @@ Usage:
     python benchmarks/benchmark_compile.py                              # conf/demo.yml, torch's threads
     python benchmarks/benchmark_compile.py --threads 1 --set data.batch_size=8
     python benchmarks/benchmark_compile.py --conf conf/paper_best.yml --set data.segment=1.0
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/benchmark_compile.py --profile 12
 
 A step is what training does: forward, PIT negative SI-SNR, backward and an Adam
 update, on random input of the config's batch size and segment length. Prints
 the time of the first compiled step (the compilation), milliseconds per step
 (median of --repeats rounds) and the speed-up, and checks that the compiled
-model computes the same loss as the eager one.
+model computes the same loss as the eager one. ``--profile K`` then prints where the time of
+the eager and of the compiled step goes (torch.profiler, the K operators of largest self CPU
+time): the way to see which kernels an ISA (``ATEN_CPU_CAPABILITY=avx2``) makes slow.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=20, help="timed steps per round")
     p.add_argument("--repeats", type=int, default=3, help="rounds; the median is printed")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--profile", type=int, default=0, metavar="K",
+                   help="also print the K operators of largest self CPU time of each step (0: no profile)")
     return p
 
 
@@ -89,7 +94,27 @@ def main(argv=None) -> int:
     print(f"{'eager':10s} {t_eager:9.1f} {1000 / t_eager:8.2f}")
     print(f"{'compiled':10s} {t_comp:9.1f} {1000 / t_comp:8.2f}")
     print(f"speed-up: {t_eager / t_comp:.2f}x")
+    if args.profile:
+        for name, step in (("eager", make_step(eager, eager, loss_func, mix, sources)),
+                           ("compiled", make_step(compiled_model, forward, loss_func, mix, sources))):
+            print_profile(name, step, args.steps, args.profile)
     return 0
+
+
+def print_profile(name: str, step, steps: int, top: int) -> None:
+    """The ``top`` operators of largest self CPU time over ``steps`` steps, in ms per step."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step()  # warm
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in rows) / 1000 / steps
+    print(f"\nprofile of the {name} step: {total:.1f} ms of operator self time per step; largest:")
+    for e in rows[:top]:
+        ms = e.self_cpu_time_total / 1000 / steps
+        print(f"  {ms:8.2f} ms {100 * ms / total:5.1f}%  {e.count // steps:4d} calls  {e.key}")
 
 
 if __name__ == "__main__":

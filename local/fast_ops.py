@@ -1,4 +1,4 @@
-"""Drop-in replacements for three of asteroid's TCN layers that are slow to train on CPU.
+"""Drop-in replacements for asteroid's layers that are slow to train on CPU: three of the TCN's, the filterbanks'.
 
 Profiling a demo training step (``benchmarks/benchmark_tcn_ops.py``) showed that a
 quarter of a CPU step went into layers whose work is trivial:
@@ -17,6 +17,14 @@ quarter of a CPU step went into layers whose work is trivial:
   ``torch.compile`` fuses into one loop forward and backward. A compiled demo training
   step (batch 16 x 1 s) takes 78 ms instead of 135 ms on 2 threads, 122 ms instead of
   175 ms on 1 (eagerly about 1.1x; per layer: ``benchmarks/benchmark_tcn_ops.py``).
+- The filterbank encoder and decoder are convolutions with one input (output) channel,
+  a poor fit for oneDNN, on AVX2 even more than on AVX-512 (``benchmarks/benchmark_compile.py
+  --profile``): :class:`FastEncoder` multiplies the waveform's frames by the filters, and
+  :class:`FastDecoder` overlap-adds the frames' products with ``F.fold``. The compiled demo
+  step (one thread, another job on the second core) went from 387 to 323 ms under
+  ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`` and from 299 to 281 ms with AVX-512.
+  (A 1x1 convolution as ``matmul`` was also faster on AVX2 alone, by itself, but not in the
+  compiled step, so those stay oneDNN convolutions.)
 
 Which code runs is decided at every call, from the input (parameters are shared, so
 nothing has to be swapped when the model moves between devices): the rewritten formulas
@@ -48,9 +56,12 @@ layers to float32 rounding (tested in ``tests/test_fast_ops.py``).
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from asteroid.masknn.norms import GlobLN, _glob_norm
+from asteroid_filterbanks.enc_dec import Decoder, Encoder, multishape_conv1d, multishape_conv_transpose1d
 from torch import nn
 
 
@@ -113,13 +124,67 @@ class FastDepthwiseConv1d(nn.Conv1d):
         return out
 
 
+class FastEncoder(Encoder):
+    """asteroid's filterbank ``Encoder``; in CPU training, the waveform's frames times the filters.
+
+    A convolution with one input channel, a 64-sample kernel and stride 32 (the demo's
+    encoder) is a poor fit for oneDNN: forward and backward took 19.5 ms against 7.9 ms for
+    the same product written as ``unfold`` + ``matmul`` (demo shape, one thread, the same on
+    AVX2 and AVX-512; ``benchmarks/benchmark_compile.py --profile``). Same filters
+    (``get_filters``: learned or pseudo-inverse), same output up to float32 rounding.
+    """
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        filters = self.get_filters()
+        waveform = self.filterbank.pre_analysis(waveform)
+        if (_train_on_cpu(waveform) and waveform.dim() == 3 and waveform.shape[1] == 1 and self.as_conv1d
+                and self.padding == 0 and filters.shape[1] == 1):
+            frames = waveform[:, 0].unfold(-1, filters.shape[-1], self.stride)  # (batch, frames, L)
+            spec = torch.matmul(filters[:, 0], frames.transpose(1, 2))  # (batch, N, frames)
+        else:
+            spec = multishape_conv1d(waveform, filters=filters, stride=self.stride, padding=self.padding,
+                                     as_conv1d=self.as_conv1d)
+        return self.filterbank.post_analysis(spec)
+
+
+class FastDecoder(Decoder):
+    """asteroid's filterbank ``Decoder``; in CPU training, the overlap-add as ``matmul`` + ``fold``.
+
+    The transposed convolution to one output channel took 47.4 ms forward and backward against
+    18.7 ms for the frames' product with the filters followed by ``F.fold`` (the overlap-add),
+    demo shape, one thread, on AVX2 and AVX-512 alike. Same filters, same output up to float32
+    rounding.
+    """
+
+    def forward(self, spec: torch.Tensor, length: Optional[int] = None) -> torch.Tensor:
+        filters = self.get_filters()
+        spec = self.filterbank.pre_synthesis(spec)
+        if (_train_on_cpu(spec) and spec.dim() >= 3 and self.padding == 0 and self.output_padding == 0
+                and filters.shape[1] == 1):
+            flat = spec.reshape((-1,) + spec.shape[-2:])  # (M, N, frames)
+            kernel = filters.shape[-1]
+            out_len = (flat.shape[-1] - 1) * self.stride + kernel
+            frames = torch.matmul(filters[:, 0].t(), flat)  # (M, L, frames)
+            wav = F.fold(frames, output_size=(1, out_len), kernel_size=(1, kernel), stride=(1, self.stride))
+            wav = wav.reshape(spec.shape[:-2] + (out_len,)) if spec.dim() > 3 else wav.reshape(-1, 1, out_len)
+        else:
+            wav = multishape_conv_transpose1d(spec, filters, stride=self.stride, padding=self.padding,
+                                              output_padding=self.output_padding)
+        wav = self.filterbank.post_synthesis(wav)
+        if length is not None:
+            length = min(length, wav.shape[-1])
+            return wav[..., :length]
+        return wav
+
+
 def _is_plain_depthwise(conv: nn.Module) -> bool:
     return (type(conv) is nn.Conv1d and conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
             and conv.stride == (1,) and conv.padding_mode == "zeros" and not isinstance(conv.padding, str))
 
 
 def use_fast_ops(module: nn.Module) -> nn.Module:
-    """Replace every ``nn.PReLU``, ``GlobLN`` and depthwise ``nn.Conv1d`` inside ``module`` in place.
+    """Replace every ``nn.PReLU``, ``GlobLN``, depthwise ``nn.Conv1d`` and filterbank ``Encoder`` /
+    ``Decoder`` inside ``module`` in place.
 
     Exact types only: subclasses of those layers may compute something else. Returns ``module``.
     The new layers choose their code per call (see the module docstring), so the swap is
@@ -127,6 +192,13 @@ def use_fast_ops(module: nn.Module) -> nn.Module:
     """
     for parent in list(module.modules()):
         for name, child in list(parent.named_children()):
+            if type(child) in (Encoder, Decoder):  # the same filterbank object: shared (Pinv) filters stay shared
+                fast = FastEncoder(child.filterbank, is_pinv=child.is_pinv, as_conv1d=child.as_conv1d,
+                                   padding=child.padding) if type(child) is Encoder else \
+                    FastDecoder(child.filterbank, is_pinv=child.is_pinv, padding=child.padding,
+                                output_padding=child.output_padding)
+                setattr(parent, name, fast)
+                continue
             if type(child) is nn.PReLU:
                 new = FastPReLU(child.num_parameters)
             elif type(child) is GlobLN:

@@ -100,8 +100,8 @@ class ConvTasNetVariant(ConvTasNet):
                 who_is_pinv=who_is_pinv,
             )
         self.who_is_pinv = who_is_pinv
-        # Same function and parameters as asteroid's layers, ~1.25x faster CPU training.
-        use_fast_ops(self.masker)
+        # Same function and parameters as asteroid's layers, faster CPU training (local.fast_ops).
+        use_fast_ops(self)
         freeze_unused_residual(self.masker)
 
     def get_model_args(self) -> dict:

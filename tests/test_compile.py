@@ -77,8 +77,12 @@ def test_benchmark_script_prints_both_timings_and_checks_the_loss(capsys):
     spec = importlib.util.spec_from_file_location("benchmark_compile", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    assert bench.main(["--conf", MICRO, "--steps", "1", "--repeats", "1", "--threads", "1"]) == 0
+    assert bench.main(["--conf", MICRO, "--steps", "1", "--repeats", "1", "--threads", "1", "--profile", "3"]) == 0
     out = capsys.readouterr().out
+    for name in ("eager", "compiled"):  # the profile: three operators of each step, with their share
+        block = out.split(f"\nprofile of the {name} step: ")[1].splitlines()
+        assert float(block[0].split()[0]) > 0 and len(block) >= 4
+        assert all(line.split()[1] == "ms" and line.split()[2].endswith("%") for line in block[2:4])
     rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.split()[:1] in (["eager"], ["compiled"])}
     assert set(rows) == {"eager", "compiled"}
     assert all(float(ms) > 0 and float(rate) > 0 for ms, rate in rows.values())

@@ -231,3 +231,42 @@ def test_autocast_dtypes_are_stock_asteroids_layer_by_layer():
         if type(modules[name]) in kinds:
             kinds[type(modules[name])].add(dtype)
     assert kinds == {FastPReLU: {torch.bfloat16}, FastDepthwiseConv1d: {torch.bfloat16}, FastGlobLN: {torch.float32}}
+
+
+@pytest.mark.parametrize("who_is_pinv", [None, "encoder", "decoder"])
+def test_filterbank_rewrites_train_like_asteroids_and_keep_shared_filters(who_is_pinv):
+    """FastEncoder/FastDecoder (frames x filters, matmul + fold): the same outputs and gradients as
+    asteroid's convolutions, the same state dict, and a Pinv pair still shares one filterbank."""
+    from asteroid.models import ConvTasNet
+
+    from local.fast_ops import FastDecoder, FastEncoder
+
+    kwargs = dict(n_filters=32, kernel_size=16, stride=8, n_blocks=2, n_repeats=1, bn_chan=16,
+                  hid_chan=24, skip_chan=16, mask_act="relu")
+    torch.manual_seed(0)
+    ours = ConvTasNetVariant(2, who_is_pinv=who_is_pinv, **kwargs)
+    assert type(ours.encoder) is FastEncoder and type(ours.decoder) is FastDecoder
+    assert (ours.encoder.filterbank is ours.decoder.filterbank) == (who_is_pinv is not None)
+    stock = ConvTasNet(2, who_is_pinv=who_is_pinv, **kwargs)
+    stock.load_state_dict(ours.state_dict())
+    mix = torch.randn(3, 1001, generator=torch.Generator().manual_seed(5))  # not a whole number of hops
+    got, ref = ours(mix), stock(mix)  # gradients on: the rewrites run
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-4)
+    got.square().mean().backward()
+    ref.square().mean().backward()
+    for (name, a), (_, b) in zip(ours.named_parameters(), stock.named_parameters()):
+        if a.requires_grad:
+            torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-3, msg=name)
+
+
+def test_filterbank_rewrites_run_only_for_cpu_training():
+    from asteroid_filterbanks import FreeFB
+
+    from local.fast_ops import FastDecoder, FastEncoder
+
+    enc, dec = FastEncoder(FreeFB(16, 8, stride=4)), FastDecoder(FreeFB(16, 8, stride=4))
+    wav, spec = torch.randn(2, 1, 200), torch.randn(2, 3, 16, 49)
+    assert "convolution" not in " ".join(_aten_ops(enc, wav)) and "col2im" in " ".join(_aten_ops(dec, spec))
+    with torch.no_grad():
+        assert "convolution" in " ".join(_aten_ops(enc, wav)) and "convolution" in " ".join(_aten_ops(dec, spec))
+    assert dec(spec, length=190).shape == (2, 3, 190)
