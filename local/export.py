@@ -193,17 +193,6 @@ def check_metrics_are_of(model_path: Path, metrics_path: Path) -> None:
                          "(./run.sh --stage 2 --stop-stage 2)")
 
 
-def load_raw_quiet(conf_path: Path) -> dict:
-    """The parsed config, or {} when it cannot be read (the export reports that later, with its remedy)."""
-    from local.config import ConfigError, load_raw
-
-    try:
-        conf = load_raw(conf_path)
-    except (ConfigError, OSError):
-        return {}
-    return conf if isinstance(conf, dict) else {}
-
-
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--exp-dir", required=True, help="experiment folder (trained and evaluated)")
@@ -246,19 +235,20 @@ def main(argv=None) -> int:
     check_metrics_are_of(model_path, metrics_path)
     marker = out_dir / ".done"
     inputs = [model_path, conf_path, metrics_path]
-    causal = bool((load_raw_quiet(conf_path).get("masknet") or {}).get("causal", False))
-    complete = all((out_dir / name).is_file() for name in export_files(causal))
-    if not args.force and complete and is_done(marker, inputs):
-        log.info("export is up to date in %s", out_dir)
-        return 0
     from local.config import ConfigError, load_raw
     from local.evaluate import one_line
-    from local.separate import ModelFileError, read_package
 
     try:  # parsed, not validated again: the card shows the config the model was trained with
         conf = load_raw(conf_path)
     except ConfigError as err:
         raise SystemExit(f"error: {one_line(err)}") from None
+    causal = bool(((conf if isinstance(conf, dict) else {}).get("masknet") or {}).get("causal", False))
+    complete = all((out_dir / name).is_file() for name in export_files(causal))
+    if not args.force and complete and is_done(marker, inputs):
+        log.info("export is up to date in %s", out_dir)
+        return 0
+    from local.separate import ModelFileError, read_package
+
     try:
         package = read_package(model_path, remedy="train again (./run.sh --stage 1 --stop-stage 1 --force)")
     except ModelFileError as err:

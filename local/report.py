@@ -170,13 +170,16 @@ def _read_json(path: Path) -> Optional[dict]:
         return None
 
 
-def _read_yaml(path: Path) -> Optional[dict]:
-    import yaml
+def _saved_config(path: Path) -> Optional[dict]:
+    """A run's ``conf.yml`` through the one loader (defaults filled in), or None when missing or damaged."""
+    from local.config import ConfigError, read_experiment_config
 
+    if not path.is_file():
+        return None
     try:
-        with open(path) as f:
-            return yaml.safe_load(f)
-    except FileNotFoundError:
+        return read_experiment_config(path)
+    except ConfigError as err:
+        log.warning("%s: treated as not run", err)
         return None
 
 
@@ -197,7 +200,7 @@ def run_dirs(row_dir: Path, seeds: Optional[Sequence[int]] = None) -> list[tuple
     """
     legacy_seed = None
     if _is_experiment(row_dir):
-        saved = _read_yaml(row_dir / "conf.yml") or {}
+        saved = _saved_config(row_dir / "conf.yml") or {}
         legacy_seed = int((saved.get("training") or {}).get("seed", 0) or 0)
     found = {}
     if row_dir.is_dir():
@@ -254,7 +257,7 @@ def run_record(name: str, seed: int, exp_dir: Path, layout: str) -> dict:
     best_val, best_epoch, n_epochs = _best_validation(exp_dir)
     rec = {"name": name, "seed": seed, "exp_dir": str(exp_dir), "layout": layout, "status": status,
            "best_val_si_snr": best_val, "best_val_epoch": best_epoch, "epochs_logged": n_epochs,
-           "conf": _read_yaml(exp_dir / "conf.yml"), "utterances": {}}
+           "conf": _saved_config(exp_dir / "conf.yml"), "utterances": {}}
     m = metrics or {}
     rec.update(si_snri=m.get("si_sdr_imp"), sdri=m.get("sdr_imp"), stoi=m.get("stoi"),
                input_stoi=m.get("input_stoi"), n_utterances=m.get("n_utterances"), test_set=m.get("test_set"))
