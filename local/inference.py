@@ -104,6 +104,18 @@ def model_geometry(model) -> dict:
             "n_blocks": int(masker.n_blocks), "n_repeats": int(masker.n_repeats)}
 
 
+def model_sizes(model) -> dict:
+    """The sizes and activations that the inference graphs (:class:`FastConvTasNet`,
+    :class:`local.streaming.StreamStep`) keep as plain attributes, read from one model."""
+    masker = model.masker
+    return {"sample_rate": float(model.sample_rate), "kernel_size": int(model.encoder.filterbank.kernel_size),
+            "stride": int(model.encoder.stride), "n_src": int(masker.n_src), "in_chan": int(masker.in_chan),
+            "out_chan": int(masker.out_chan), "bn_chan": int(masker.bn_chan), "hid_chan": int(masker.hid_chan),
+            "skip_chan": int(masker.skip_chan or 0), "causal": bool(masker.causal),
+            "enc_act": type(model.enc_activation).__name__.lower(),
+            "mask_act": type(masker.output_act).__name__.lower()}
+
+
 # ---------------------------------------------------------------- folding helpers
 def _norm_kind(module) -> Optional[str]:
     from asteroid.masknn.norms import BatchNorm, ChanLN, CumLN, GlobLN
@@ -385,17 +397,8 @@ class FastConvTasNet(nn.Module):
         masker = model.masker
         self.geometry = model_geometry(model)
         self.portable = portable
-        self.sample_rate = float(model.sample_rate)
-        self.kernel_size = int(model.encoder.filterbank.kernel_size)
-        self.stride = int(model.encoder.stride)
-        self.n_src = int(masker.n_src)
-        self.out_chan = int(masker.out_chan)
-        self.bn_chan = int(masker.bn_chan)
-        self.hid_chan = int(masker.hid_chan)
-        self.skip_chan = int(masker.skip_chan or 0)
-        self.causal = bool(masker.causal)
-        self.enc_act = type(model.enc_activation).__name__.lower()
-        self.mask_act = type(masker.output_act).__name__.lower()
+        for name, value in model_sizes(model).items():
+            setattr(self, name, value)
         kind = str(_norm_kind(masker.bottleneck[0]))
         with torch.no_grad():
             self.register_buffer("enc_w", model.encoder.get_filters().detach()[:, 0, :].contiguous())  # (N, L)

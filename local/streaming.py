@@ -79,6 +79,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from local.inference import model_sizes
+
 __all__ = ["StreamingSeparator", "StreamStep", "check_streamable", "ENGINES"]
 
 ENGINES = ("script", "eager", "onnx")
@@ -275,17 +277,8 @@ class StreamStep(nn.Module):
         check_streamable(model)
         model = model.eval()
         masker = model.masker
-        self.kernel_size = int(model.encoder.filterbank.kernel_size)
-        self.stride = int(model.encoder.stride)
-        self.sample_rate = float(model.sample_rate)
-        self.n_src = int(masker.n_src)
-        self.out_chan = int(masker.out_chan)
-        self.bn_chan = int(masker.bn_chan)
-        self.skip_chan = int(masker.skip_chan or 0)
-        self.hid_chan = int(masker.hid_chan)
-        self.in_chan = int(masker.in_chan)
-        self.enc_act = type(model.enc_activation).__name__.lower()
-        self.mask_act = type(masker.output_act).__name__.lower()
+        for name, value in model_sizes(model).items():
+            setattr(self, name, value)
         with torch.no_grad():
             self.register_buffer("enc_w", model.encoder.get_filters().detach().clone())  # (N, 1, L)
             self.register_buffer("dec_w", model.decoder.get_filters().detach().clone())  # (N, 1, L)
