@@ -427,11 +427,14 @@ def power_note(rows: list[dict]) -> Optional[dict]:
 
 
 def validation_curves(row: dict) -> dict[int, float]:
-    """``{epoch: mean over the row's runs of the validation SI-SNR}`` at epochs every run logged."""
+    """``{epoch: mean over the row's finished runs of the validation SI-SNR}`` at epochs every one
+    of them logged (a run still training would cut every row's ranking to its first epochs)."""
     from local.curves import si_snr_per_epoch
 
     curves = []
     for r in row["runs"]:
+        if r["status"] != "done":
+            continue
         path = Path(r["exp_dir"]) / "logs" / "metrics.csv"
         if path.is_file():
             try:

@@ -216,6 +216,16 @@ def test_ranking_section_from_the_validation_curves(exp_root, tmp_path):
     assert "The ranking is the same at every epoch (1-2)." in section
 
 
+def test_a_run_still_training_leaves_the_ranking_of_the_finished_ones(exp_root, tmp_path):
+    write_log(exp_root / "relu_softmax" / "seed3" / "logs" / "metrics.csv", [9.0])  # one epoch so far
+    (exp_root / "relu_softmax" / "seed3" / "checkpoints").mkdir()
+    (exp_root / "relu_softmax" / "seed3" / "checkpoints" / "last.ckpt").write_bytes(b"")
+    rows = collect(DEMO_ROWS, exp_root, seeds=[0, 1, 2, 3])
+    assert by_name(rows)["relu_softmax"]["runs"][3]["status"].startswith("training")
+    section = write_report(rows, exp_root, tmp_path / "out", figures=False).split("### Did the ranking settle?")[1]
+    assert "| 2 | relu_softmax" in section and "(1-2)" in section
+
+
 def test_best_seed_is_chosen_on_validation(exp_root):
     row = by_name(collect(DEMO_ROWS, exp_root, seeds=[0, 1, 2]))["relu_softmax"]
     assert best_run(row) is None  # no best_model.pth anywhere
