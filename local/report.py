@@ -8,8 +8,8 @@ Usage (what ``./run_ablation.sh`` runs last):
 Layout: every (row, seed) is its own experiment, ``<exp-root>/<config basename>/seed<k>``
 (``run_ablation.sh --seeds``), trained with ``training.seed=k``. Without ``--seeds``
 every ``seed<k>`` folder found is a run of the row; a row folder that is itself an
-experiment (the single-run layout before seeds, e.g. the committed
-``docs/ablation_demo`` study) counts as one run, with the seed of its ``conf.yml``.
+experiment (the single-run layout of studies made before seeds) counts as one run, with the
+seed of its ``conf.yml``.
 
 Per row: encoder, mask, decoder, parameters, receptive field; over the seeds that
 have results, the mean SI-SNRi and SDRi, their spread across seeds (sd, min-max)

@@ -73,7 +73,7 @@ def test_paper_base_is_the_15m_model_trained_as_in_the_paper():
 def test_demo_base_scales_the_paper_base_down_and_trains_like_demo():
     demo, paper = load_config(REPO / "conf/demo.yml"), load_config(REPO / "conf/ablation/base.yml")
     small = load_config(REPO / "conf/ablation_demo/base.yml")
-    # The settings of the committed table (docs/ablation_demo/) are pinned, so that retuning
+    # The settings of the committed study (docs/ablation_demo/) are pinned, so that retuning
     # demo.yml does not silently change what the table's command computes.
     # A fixed step count, not demo.yml's time budget: rows trained at different times stay comparable.
     # Compiled throughout, and never an eager fallback among compiled runs (kernels round differently).
