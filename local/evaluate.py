@@ -69,7 +69,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-set", default=None, help="split to evaluate (default: data.test_set of the config)")
     p.add_argument("--out-dir", default=None,
                    help="results folder (default: <exp-dir>/eval); another one for another corpus, e.g. "
-                        "<exp-dir>/eval_flite for the held-out-synthesiser test set (egs.demo.heldout)")
+                        "<exp-dir>/eval_flite for the held-out-synthesiser test set (python -m egs.demo.prepare --engine flite --splits tt)")
     p.add_argument("--n-examples", type=int, default=None, help="utterances saved as wav (default: config)")
     p.add_argument("--max-utts", type=int, default=0, help="evaluate only the first N utterances (0: all)")
     p.add_argument("--force", action="store_true", help="evaluate again even if results are up to date")

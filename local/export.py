@@ -224,7 +224,7 @@ def corpus_of(exp_dir: Path) -> str | None:
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    from local.stage_state import is_done, mark_done
+    from local.stage_state import is_done, mark_done, same_settings
 
     exp_dir = Path(args.exp_dir)
     out_dir = Path(args.out_dir) if args.out_dir else exp_dir / "export"
@@ -244,7 +244,9 @@ def main(argv=None) -> int:
         raise SystemExit(f"error: {one_line(err)}") from None
     causal = bool(((conf if isinstance(conf, dict) else {}).get("masknet") or {}).get("causal", False))
     complete = all((out_dir / name).is_file() for name in export_files(causal))
-    if not args.force and complete and is_done(marker, inputs):
+    dataset = args.dataset or corpus_of(exp_dir)
+    settings = {"dataset": dataset}  # another --dataset is another card and package: export again
+    if not args.force and complete and is_done(marker, inputs) and same_settings(marker, settings):
         log.info("export is up to date in %s", out_dir)
         return 0
     from local.separate import ModelFileError, read_package
@@ -255,7 +257,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"error: {err}") from None
     metrics = json.loads(metrics_path.read_text())
     package["infos"]["final_metrics"] = metrics
-    package["infos"]["dataset"] = args.dataset or corpus_of(exp_dir)
+    package["infos"]["dataset"] = dataset
 
     # Build in a sibling temp folder, then swap it in: a killed export leaves
     # either the previous export or none, never half of one.
@@ -275,7 +277,7 @@ def main(argv=None) -> int:
         shutil.rmtree(out_dir)
     os.replace(tmp_dir, out_dir)
     try:
-        mark_done(marker, inputs)
+        mark_done(marker, inputs, settings=settings)
     except OSError as err:  # the export is complete; without its marker the next run just redoes it
         raise SystemExit(f"error: exported {out_dir} but could not write {marker} ({write_failure(err)})") from None
     log.info("exported %s", out_dir)

@@ -273,7 +273,8 @@ def test_a_model_of_a_real_corpus_separates_without_the_demo_notice(tmp_path, ca
     from local.separate import main as separate_main
 
     exp, _ = make_exp(tmp_path)
-    assert export_main(["--exp-dir", str(exp), "--dataset", "wsj0-2mix"]) == 0
+    assert export_main(["--exp-dir", str(exp), "--dataset", "demo"]) == 0
+    assert export_main(["--exp-dir", str(exp), "--dataset", "wsj0-2mix"]) == 0  # another corpus: exported again
     assert load_separator(exp / "export" / "model.ts").trained_on == "wsj0-2mix"
     mix = tmp_path / "mix.wav"
     sf.write(mix, np.random.default_rng(0).uniform(-0.3, 0.3, 8000), 8000, subtype="PCM_16")

@@ -7,7 +7,7 @@ people (CMU ARCTIC and the CMU diphone sets): ``kal`` and ``kal16`` concatenate 
 one American male, ``awb`` (Scottish male), ``rms`` (American male) and ``slt`` (American
 female) are statistical parametric (clustergen) voices trained on a speaker's recordings. A
 test set spoken by them measures how far a model carries over to a synthesiser it never heard
-(:mod:`egs.demo.heldout`).
+(``python -m egs.demo.prepare --engine flite --splits tt``).
 
 Flite is run as a program (``tools/flite``, made by ``tools/install_flite.sh`` from Debian's
 pinned 2.2-5 packages, else a ``flite`` on PATH): one process per utterance, writing a wav
