@@ -24,7 +24,8 @@ interpreter, torch, model and one separation of that input), the largest output 
 from the training-time model (same input), and for the causal twin (``--causal-conf``) the
 streaming time per frame (``local.streaming.StreamingSeparator``) at 1, 8 and 32 encoder hops
 per call with its largest difference from offline causal processing (engines: ``eager``,
-``script`` = TorchScript, the default, and ``onnx`` = ``model_stream.onnx``).
+``script`` = TorchScript, the default, ``onnx`` = ``model_stream.onnx``, and ``native`` = the
+C step of ``local.native_step``, CPU only).
 Weights are random (speed does not depend on them); ``--threads 1`` is one core.
 """
 
@@ -45,11 +46,13 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-PATHS = ("stock", "eager", "fast", "torchscript", "onnx", "fast-bf16", "eager-int8")
+PATHS = ("stock", "eager", "fast", "torchscript", "onnx", "fast-bf16", "eager-int8", "native")
 LABELS = {"stock": "asteroid ConvTasNet (stock)", "eager": "eager (training-time model)",
           "fast": "fast (local.inference, default)", "torchscript": "TorchScript model.ts",
-          "onnx": "ONNX Runtime model.onnx", "fast-bf16": "fast bf16 (opt-in)", "eager-int8": "eager int8 (opt-in)"}
-STREAM_ENGINE = {"eager": "eager", "torchscript": "script", "onnx": "onnx"}
+          "onnx": "ONNX Runtime model.onnx", "fast-bf16": "fast bf16 (opt-in)", "eager-int8": "eager int8 (opt-in)",
+          "native": "C step (local.native_step, streaming only)"}
+STREAM_ENGINE = {"eager": "eager", "torchscript": "script", "onnx": "onnx", "native": "native"}
+STREAM_ONLY = ("native",)  # no offline path of its own: its offline cells stay "-"
 HOPS = (1, 8, 32)
 
 
@@ -384,9 +387,12 @@ def main(argv=None) -> int:
         save.mkdir()
         offline: dict = {}
         stream: dict = {}
+        if args.device != "cpu":  # the C step runs on the CPU only
+            args.paths = [q for q in args.paths if q != "native"]
         engines = sorted({STREAM_ENGINE[q] for q in args.paths if q in STREAM_ENGINE})
+        offline_paths = [q for q in args.paths if q not in STREAM_ONLY]
         for r in range(rounds):
-            order = args.paths if r % 2 == 0 else list(reversed(args.paths))  # alternate, and alternate the order
+            order = offline_paths if r % 2 == 0 else list(reversed(offline_paths))  # alternate, and alternate the order
             # full: one fresh process per path and input length (a clean peak memory); quick: one for all
             groups = [(order, args.seconds)] if quick else [([q], [s]) for q in order for s in args.seconds]
             for paths, lengths in groups:

@@ -130,7 +130,7 @@ def test_reduced_precision_is_opt_in_and_reports_its_snr(mode, min_snr):
 def test_benchmark_quick_mode_prints_the_table(tmp_path):
     out = tmp_path / "table.md"
     res = subprocess.run([sys.executable, str(REPO / "benchmarks" / "benchmark_separation.py"), "--quick",
-                          "--paths", "fast", "torchscript", "onnx", "--out", str(out)],
+                          "--paths", "fast", "torchscript", "onnx", "native", "--out", str(out)],
                          capture_output=True, text=True, cwd=REPO, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     table = out.read_text()
@@ -139,12 +139,14 @@ def test_benchmark_quick_mode_prints_the_table(tmp_path):
     rows = [line for line in table.splitlines() if line.startswith("| ")]
     assert [r.split(" | ")[0] for r in rows[1:]] == ["| asteroid ConvTasNet (stock)", "| eager (training-time model)",
                                                      "| fast (local.inference, default)", "| TorchScript model.ts",
-                                                     "| ONNX Runtime model.onnx"]
+                                                     "| ONNX Runtime model.onnx",
+                                                     "| C step (local.native_step, streaming only)"]
     assert "failed" not in table and "error" not in table
-    for row in rows[1:]:
+    for row in rows[1:-1]:  # the C step is streaming only: no offline cells
         diff = row.split(" | ")[6]  # path, RTF 1 s, RTF 2 s, x stock, peak 1 s, peak 2 s, diff
         assert float(diff) < TOL
-    for row in rows[2:]:  # eager, fast, torchscript, onnx stream (fast: offline only)
+    assert rows[-1].split(" | ")[1:7] == ["-"] * 6
+    for row in rows[2:]:  # eager, fast, torchscript, onnx and the C step stream (fast: offline only)
         cells = row.split(" | ")
         if "fast" not in cells[0]:
             assert float(cells[-1].strip(" |")) < TOL

@@ -1,6 +1,6 @@
 """Streaming separation of a causal model equals offline causal separation (tolerance 1e-4).
 
-Every engine (the scripted step, the same step in Python; onnxruntime: ``tests/test_onnx.py``),
+Every engine (the scripted step, the same step in Python, the C step; onnxruntime: ``tests/test_onnx.py``),
 every chunk size down to one sample, both causal norms; state on the model's device and dtype.
 """
 
@@ -38,7 +38,7 @@ def stream(sep, x, sizes):
     return torch.cat(outs, -1)
 
 
-@pytest.mark.parametrize("engine", ["script", "eager"])
+@pytest.mark.parametrize("engine", ["script", "eager", "native"])
 @pytest.mark.parametrize("norm_type", ["cLN", "cgLN"])
 @pytest.mark.parametrize("sizes", [[8], [8 * 8], [8 * 32], [1, 7, 13, 100, 3], [8 * 80, 5]])
 def test_streaming_equals_offline_causal(norm_type, sizes, engine):

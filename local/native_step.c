@@ -1,0 +1,236 @@
+/* One streaming step of a causal Conv-TasNet, k encoder hops per call, in plain C.
+ *
+ * Built on first use by local/native_step.py (`cc -O3 -march=native -fopenmp-simd`) and called
+ * through ctypes with the weights StreamStep (local/streaming.py) has already folded: this file
+ * holds no model logic of its own beyond the arithmetic of each layer, in the same order.
+ *
+ * Why it exists: at one hop per call the TorchScript step spends most of its time on the
+ * ~900 small operator calls, not on arithmetic. Here a call is one function; the work is the
+ * matrix-vector products (every weight is read once per call, so memory bandwidth is the floor)
+ * plus a few passes over vectors of 512 floats. With k > 1 hops each weight row is reused for
+ * the k frames while it is in L1.
+ *
+ * Layout: every activation is frames-major, (k, channels); the depthwise convolution keeps
+ * each block's last (P - 1) * dilation + 1 frames in a ring buffer (its causal left context).
+ */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+enum { NORM_CLN = 0, NORM_CGLN = 1, NORM_BN = 2 };
+enum { ACT_LINEAR = 0, ACT_RELU = 1, ACT_SIGMOID = 2, ACT_SOFTMAX = 3 };
+
+typedef struct {
+    int64_t kind, affine, sums_index;
+    const float *gamma, *beta;   /* cLN / cgLN affine part (when affine) */
+    const float *scale, *shift;  /* BN: x * scale + shift (gamma and beta included when affine) */
+} Norm;
+
+typedef struct {
+    int64_t dilation, taps, out_rows, out_offset, slope1_n, slope2_n, ring, ring_offset;
+    const float *in_w, *in_b, *slope1, *dw_w, *dw_b, *slope2, *out_w, *out_b;
+    Norm norm1, norm2;
+} Block;
+
+typedef struct {
+    int64_t N, L, hop, B, H, Sc, n_blocks, n_src, enc_act, mask_act, mask_slope_n, n_sums, ring_total;
+    const float *enc_w;   /* (N, L) */
+    const float *dec_w_t; /* (L, N) */
+    const float *bott_w, *bott_b, *mask_slope, *mask_w, *mask_b;
+    Norm norm0;
+    const Block *blocks;
+} Model;
+
+/* y[f, :rows] (+)= W x[f] + b for the k frames; x rows x_stride apart, y rows y_stride apart.
+ * Four weight rows at a time: four independent sums hide the FMA latency, and each row is
+ * read from memory once for all k frames. */
+static void linear(const float *restrict W, const float *restrict b, const float *restrict x, float *restrict y,
+                   int64_t rows, int64_t cols, int64_t k, int64_t x_stride, int64_t y_stride, int accumulate) {
+    int64_t o = 0;
+    for (; o + 4 <= rows; o += 4) {
+        const float *w0 = W + o * cols, *w1 = w0 + cols, *w2 = w1 + cols, *w3 = w2 + cols;
+        for (int64_t f = 0; f < k; ++f) {
+            const float *xf = x + f * x_stride;
+            float s0 = 0.f, s1 = 0.f, s2 = 0.f, s3 = 0.f;
+#pragma omp simd reduction(+ : s0, s1, s2, s3)
+            for (int64_t i = 0; i < cols; ++i) {
+                const float v = xf[i];
+                s0 += w0[i] * v;
+                s1 += w1[i] * v;
+                s2 += w2[i] * v;
+                s3 += w3[i] * v;
+            }
+            float *yf = y + f * y_stride + o;
+            if (b) { s0 += b[o]; s1 += b[o + 1]; s2 += b[o + 2]; s3 += b[o + 3]; }
+            if (accumulate) { yf[0] += s0; yf[1] += s1; yf[2] += s2; yf[3] += s3; }
+            else { yf[0] = s0; yf[1] = s1; yf[2] = s2; yf[3] = s3; }
+        }
+    }
+    for (; o < rows; ++o) {
+        const float *w0 = W + o * cols;
+        for (int64_t f = 0; f < k; ++f) {
+            const float *xf = x + f * x_stride;
+            float s0 = 0.f;
+#pragma omp simd reduction(+ : s0)
+            for (int64_t i = 0; i < cols; ++i) s0 += w0[i] * xf[i];
+            if (b) s0 += b[o];
+            float *yf = y + f * y_stride + o;
+            if (accumulate) yf[0] += s0; else yf[0] = s0;
+        }
+    }
+}
+
+/* PReLU in place: one shared slope (n == 1) or one per channel. */
+static void prelu(float *x, int64_t count, int64_t chan, const float *slope, int64_t n) {
+    for (int64_t j = 0; j < count; j += chan)
+        for (int64_t c = 0; c < chan; ++c) {
+            const float a = n == 1 ? slope[0] : slope[c];
+            const float v = x[j + c];
+            x[j + c] = v > 0.f ? v : a * v;
+        }
+}
+
+/* One frame of a norm, in place. `frame` is this frame's number (1 for the first of the stream)
+ * and `sums` the running (sum, sum of squares) of a cumulative norm, in double as StreamStep's. */
+static void norm_frame(const Norm *n, float *x, int64_t chan, int64_t frame, double *sums) {
+    if (n->kind == NORM_BN) {
+        for (int64_t c = 0; c < chan; ++c) x[c] = x[c] * n->scale[c] + n->shift[c];
+        return;
+    }
+    float mean, inv;
+    if (n->kind == NORM_CLN) { /* F.layer_norm over the channels, eps 1e-8 */
+        double s = 0.0;
+        for (int64_t c = 0; c < chan; ++c) s += x[c];
+        const double m = s / (double)chan;
+        double v = 0.0;
+        for (int64_t c = 0; c < chan; ++c) v += (x[c] - m) * (x[c] - m);
+        mean = (float)m;
+        inv = (float)(1.0 / sqrt(v / (double)chan + 1e-8));
+    } else { /* cgLN: statistics over the channels of every frame so far */
+        double s = 0.0, q = 0.0;
+        for (int64_t c = 0; c < chan; ++c) { s += x[c]; q += (double)x[c] * x[c]; }
+        sums[0] += s;
+        sums[1] += q;
+        const double count = (double)frame * (double)chan;
+        const double m = sums[0] / count;
+        mean = (float)m;
+        inv = (float)(1.0 / sqrt(sums[1] / count - m * m + 1e-8));
+    }
+    if (n->affine)
+        for (int64_t c = 0; c < chan; ++c) x[c] = (x[c] - mean) * inv * n->gamma[c] + n->beta[c];
+    else
+        for (int64_t c = 0; c < chan; ++c) x[c] = (x[c] - mean) * inv;
+}
+
+static void act(float *x, int64_t count, int64_t kind) {
+    if (kind == ACT_RELU)
+        for (int64_t i = 0; i < count; ++i) x[i] = x[i] > 0.f ? x[i] : 0.f;
+    else if (kind == ACT_SIGMOID)
+        for (int64_t i = 0; i < count; ++i) x[i] = 1.f / (1.f + expf(-x[i]));
+}
+
+static int64_t max3(int64_t a, int64_t b, int64_t c) { return a > b ? (a > c ? a : c) : (b > c ? b : c); }
+
+/* Floats of scratch memory a call with k hops needs. */
+int64_t work_floats(const Model *m, int64_t k) {
+    const int64_t W = m->B + m->Sc;
+    return (m->L + k * m->hop) + k * m->N + k * W + 3 * k * max3(m->H, m->N, W) + k * m->n_src * m->N
+           + m->n_src * m->L;
+}
+
+/* k hops for each of `batch` streams. chunk (batch, k * hop) -> out (batch, n_src, k * hop).
+ * State, updated in place: pending (batch, L - hop) samples, tail (batch, n_src, L - hop),
+ * sums (batch, n_sums, 2), rings (batch, ring_total, H), pos (n_blocks) ring write positions
+ * (shared: all streams of a batch advance together), frames_done frames before this call. */
+void stream_step(const Model *m, int64_t batch, int64_t k, const float *chunk, float *out, float *pending,
+                 float *tail, double *sums, float *rings, int64_t *pos, int64_t frames_done, float *work) {
+    const int64_t N = m->N, L = m->L, hop = m->hop, B = m->B, H = m->H, Sc = m->Sc;
+    const int64_t W = B + Sc, overlap = L - hop, wide = max3(H, N, W), ns = m->n_src;
+    float *cat = work, *tf = cat + L + k * hop, *xn = tf + k * N, *acc = xn + k * wide, *h = acc + k * W;
+    float *y = h + k * wide, *score = y + k * wide, *frame_out = score + k * ns * N;
+    int64_t p0[m->n_blocks > 0 ? m->n_blocks : 1];
+    for (int64_t i = 0; i < m->n_blocks; ++i) p0[i] = pos[i];
+
+    for (int64_t s = 0; s < batch; ++s) {
+        float *pend = pending + s * overlap, *tl = tail + s * ns * overlap, *o = out + s * ns * k * hop;
+        double *sm = sums + s * m->n_sums * 2;
+        float *ring_s = rings + s * m->ring_total * H;
+        for (int64_t i = 0; i < m->n_blocks; ++i) pos[i] = p0[i];
+
+        /* encoder: frame f is the L samples from f * hop of pending ++ chunk */
+        memcpy(cat, pend, (size_t)overlap * sizeof(float));
+        memcpy(cat + overlap, chunk + s * k * hop, (size_t)(k * hop) * sizeof(float));
+        memcpy(pend, cat + k * hop, (size_t)overlap * sizeof(float));
+        linear(m->enc_w, NULL, cat, tf, N, L, k, hop, N, 0);
+        act(tf, k * N, m->enc_act);
+
+        /* bottleneck: norm, 1x1 conv (the norm's affine part folded in); the skip sum starts at 0 */
+        memcpy(xn, tf, (size_t)(k * N) * sizeof(float));
+        for (int64_t f = 0; f < k; ++f)
+            norm_frame(&m->norm0, xn + f * N, N, frames_done + f + 1, sm + 2 * m->norm0.sums_index);
+        linear(m->bott_w, m->bott_b, xn, acc, B, N, k, N, W, 0);
+        for (int64_t f = 0; f < k; ++f) memset(acc + f * W + B, 0, (size_t)Sc * sizeof(float));
+
+        for (int64_t i = 0; i < m->n_blocks; ++i) {
+            const Block *bl = m->blocks + i;
+            linear(bl->in_w, bl->in_b, acc, h, H, B, k, W, H, 0);
+            prelu(h, k * H, H, bl->slope1, bl->slope1_n);
+            float *ring = ring_s + bl->ring_offset * H;
+            for (int64_t f = 0; f < k; ++f) {
+                float *hf = h + f * H, *yf = y + f * H;
+                norm_frame(&bl->norm1, hf, H, frames_done + f + 1, sm + 2 * bl->norm1.sums_index);
+                /* causal dilated depthwise conv: tap j reads the frame (P - 1 - j) * dilation back */
+                const int64_t now = pos[i];
+                memcpy(ring + now * H, hf, (size_t)H * sizeof(float));
+                memcpy(yf, bl->dw_b, (size_t)H * sizeof(float));
+                for (int64_t j = 0; j < bl->taps; ++j) {
+                    int64_t at = now - (bl->taps - 1 - j) * bl->dilation;
+                    if (at < 0) at += bl->ring;
+                    const float *past = ring + at * H, *w = bl->dw_w + j * H;
+#pragma omp simd
+                    for (int64_t c = 0; c < H; ++c) yf[c] += w[c] * past[c];
+                }
+                pos[i] = now + 1 == bl->ring ? 0 : now + 1;
+            }
+            prelu(y, k * H, H, bl->slope2, bl->slope2_n);
+            for (int64_t f = 0; f < k; ++f)
+                norm_frame(&bl->norm2, y + f * H, H, frames_done + f + 1, sm + 2 * bl->norm2.sums_index);
+            /* residual and skip 1x1 convs as one product, added to the residual stream | skip sum */
+            linear(bl->out_w, bl->out_b, y, acc + bl->out_offset, bl->out_rows, H, k, H, W, 1);
+        }
+
+        /* masks from the skip sum (or the residual stream without skip connections) */
+        const int64_t mc = Sc ? Sc : B;
+        for (int64_t f = 0; f < k; ++f) memcpy(xn + f * mc, acc + f * W + (Sc ? B : 0), (size_t)mc * sizeof(float));
+        prelu(xn, k * mc, mc, m->mask_slope, m->mask_slope_n);
+        linear(m->mask_w, m->mask_b, xn, score, ns * N, mc, k, mc, ns * N, 0);
+        if (m->mask_act == ACT_SOFTMAX) { /* over the sources, for each basis */
+            for (int64_t f = 0; f < k; ++f)
+                for (int64_t n = 0; n < N; ++n) {
+                    float *sc = score + f * ns * N + n, top = sc[0], total = 0.f;
+                    for (int64_t j = 1; j < ns; ++j) top = sc[j * N] > top ? sc[j * N] : top;
+                    for (int64_t j = 0; j < ns; ++j) { sc[j * N] = expf(sc[j * N] - top); total += sc[j * N]; }
+                    for (int64_t j = 0; j < ns; ++j) sc[j * N] /= total;
+                }
+        } else {
+            act(score, k * ns * N, m->mask_act);
+        }
+        for (int64_t f = 0; f < k; ++f)
+            for (int64_t j = 0; j < ns; ++j) {
+                float *sc = score + (f * ns + j) * N;
+                const float *e = tf + f * N;
+                for (int64_t n = 0; n < N; ++n) sc[n] *= e[n];
+            }
+
+        /* decoder: each source's frame is dec_w^T masked, overlap-added with the carried tail */
+        for (int64_t f = 0; f < k; ++f) {
+            linear(m->dec_w_t, NULL, score + f * ns * N, frame_out, L, N, ns, N, L, 0);
+            for (int64_t j = 0; j < ns; ++j) {
+                float *fo = frame_out + j * L, *t = tl + j * overlap;
+                for (int64_t l = 0; l < overlap; ++l) fo[l] += t[l];
+                memcpy(o + j * k * hop + f * hop, fo, (size_t)hop * sizeof(float));
+                memcpy(t, fo + hop, (size_t)overlap * sizeof(float));
+            }
+        }
+    }
+}

@@ -1,0 +1,106 @@
+"""The C streaming step (``engine="native"``): equal to offline causal processing for every
+variant it accepts, the caller's audio untouched, a build cache keyed by the machine, and
+one-line errors where it cannot run (no compiler, a failing compiler, GPU or float64)."""
+
+import os
+import stat
+
+import pytest
+import torch
+
+from local import native_step
+from local.streaming import StreamingSeparator
+
+from tests.test_streaming import TOL, causal_model, stream
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
+
+@pytest.mark.parametrize("kw", [
+    dict(skip_chan=0),  # masks from the residual stream
+    dict(mask_act="softmax"),
+    dict(mask_act="relu", encoder_activation="relu"),
+    dict(who_is_pinv="decoder"),
+    dict(kernel_size=20, stride=8),  # a window that is not a whole number of hops
+    dict(conv_kernel_size=5),
+])
+def test_every_accepted_variant_equals_offline(kw):
+    model = causal_model("cgLN", **kw)
+    x = torch.randn(2, 3001, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        offline = model(x)
+    for sizes in ([8], [1, 7, 13, 100, 3], [8 * 40]):
+        online = stream(StreamingSeparator(model, device="cpu", engine="native"), x, sizes)
+        assert online.shape == offline.shape
+        assert (online - offline).abs().max() < TOL
+
+
+def test_the_callers_audio_is_never_written():
+    """The step updates its state in place; the first window's samples must be a copy of the input."""
+    model = causal_model("cLN")
+    x = torch.randn(1, 2000, generator=torch.Generator().manual_seed(3))
+    kept = x.clone()
+    sep = StreamingSeparator(model, device="cpu", engine="native")
+    out = torch.cat([sep.process(x[:, i:i + 64]) for i in range(0, 2000, 64)] + [sep.flush()], -1)
+    assert torch.equal(x, kept)
+    with torch.no_grad():
+        assert (out - model(x)).abs().max() < TOL
+
+
+def test_a_second_stream_after_flush_starts_clean():
+    model = causal_model("cgLN")
+    sep = StreamingSeparator(model, device="cpu", engine="native")
+    for seed in (1, 2):
+        x = torch.randn(1500, generator=torch.Generator().manual_seed(seed))
+        with torch.no_grad():
+            offline = model(x[None])[0]
+        assert (stream(sep, x, [8]) - offline).abs().max() < TOL
+
+
+def test_the_build_is_keyed_by_the_cpu(monkeypatch):
+    first = native_step.library_path()
+    monkeypatch.setattr(native_step, "_cpu_description", lambda: "model name: another CPU\nflags: sse2")
+    assert native_step.library_path() != first
+    assert native_step.library_path().name == first.name
+
+
+@pytest.fixture
+def fresh_build(monkeypatch, tmp_path):
+    """No library loaded in this process, and an empty build cache."""
+    monkeypatch.setattr(native_step, "_LIBRARY", None)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path
+
+
+def test_it_builds_into_an_empty_cache_and_leaves_no_temporary_file(fresh_build):
+    lib = native_step.load_library()
+    path = native_step.library_path()
+    assert path.is_file() and str(path).startswith(str(fresh_build / "cache"))
+    assert list(path.parent.iterdir()) == [path]
+    assert lib.work_floats is not None
+
+
+def test_without_a_compiler_it_says_so_in_one_line(fresh_build, monkeypatch):
+    monkeypatch.setenv("CC", "no-such-compiler-here")
+    with pytest.raises(native_step.NativeBuildError, match="needs a C compiler.*no-such-compiler-here"):
+        StreamingSeparator(causal_model(), device="cpu", engine="native")
+
+
+def test_a_failing_compiler_leaves_nothing_a_rerun_would_trust(fresh_build, monkeypatch):
+    cc = fresh_build / "cc"
+    cc.write_text("#!/bin/sh\n[ \"$1\" = --version ] && { echo broken-cc 1.0; exit 0; }\n"
+                  "echo 'fatal error: something went wrong' >&2\nexit 1\n")
+    cc.chmod(cc.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("CC", str(cc))
+    with pytest.raises(native_step.NativeBuildError, match="compiling native_step.c failed .*something went wrong"):
+        native_step.load_library()
+    folder = native_step.library_path().parent
+    assert not os.listdir(folder)  # no .so, no temporary file
+
+
+def test_it_refuses_what_it_does_not_run():
+    with pytest.raises(ValueError, match="float32 on the CPU"):
+        StreamingSeparator(causal_model().double(), device="cpu", engine="native")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            StreamingSeparator(causal_model(), device="cuda", engine="native")
