@@ -1,6 +1,6 @@
 """The streaming step in C (``engine="native"`` of :class:`local.streaming.StreamingSeparator`).
 
-At one encoder hop per call the TorchScript step costs about 2.7 ms per 1-ms frame on one
+At one encoder hop per call the TorchScript step costs about 3.2 ms per 1-ms frame on one
 thread, nearly all of it the ~900 operator calls of a call, while the arithmetic is 48
 matrix-vector products. ``native_step.c`` does the same step as one C function over the weights
 :class:`~local.streaming.StreamStep` has folded (norm affines into the next 1x1 convolution,

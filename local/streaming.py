@@ -53,15 +53,15 @@ Channels-last ``(batch, frames, channels)``, so every 1x1 convolution is one
 one product; the scripted engine keeps each block's past in a history buffer it
 writes in place (:meth:`StreamStep.stream`) instead of copying its cache at every
 call, and is frozen (weights as constants). Measured for ``paper_best_causal``
-(cgLN) on the benchmark machine's core: 2.9 ms per frame at one hop per call,
-0.57 ms at 8 hops, 0.26 ms at 32 hops (the eager engine: 5.6, 0.93, 0.37 ms).
-One hop per call cannot reach the paper's 0.4 ms per frame there: the model's
-19 MB of float32 weights are read once per frame, and its 48 matrix-vector
-products alone take 0.84 ms per frame on that core (memory bandwidth; the
-benchmark prints this floor); the rest is the cost of ~900 small operations
-per call (cgLN's running statistics are most of them). From 32 hops per call
-(33 ms of algorithmic latency) the weights are reused across frames and it is
-below 0.4 ms.
+(cgLN) on the benchmark machine's core (2026-12-01): 3.2 ms per frame at one hop
+per call, 0.68 ms at 8 hops, 0.31 ms at 32 hops (eager: 7.0, 1.0, 0.42 ms). At
+one hop nearly all of it is the ~900 small operations of a call, so
+``engine="native"`` (:mod:`local.native_step`) runs the same folded weights as one
+C function: 1.06, 0.45 and 0.41 ms. One hop per call cannot reach the paper's
+0.4 ms per frame there in float32: the model's 19 MB of weights are read once per
+frame, and its 48 matrix-vector products alone take 0.84 ms per frame on that core
+(memory bandwidth; the benchmark prints this floor). From 32 hops per call (33 ms
+of algorithmic latency) the weights are reused across frames.
 
 Latency
 -------
