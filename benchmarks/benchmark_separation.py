@@ -377,6 +377,8 @@ def main(argv=None) -> int:
     stream_seconds = args.stream_seconds or (0.3 if quick else 4.0)
     if "stock" not in args.paths or "eager" not in args.paths:
         args.paths = ["stock", "eager"] + [q for q in args.paths if q not in ("stock", "eager")]
+    if args.device != "cpu":  # the C step runs on the CPU only
+        args.paths = [q for q in args.paths if q != "native"]
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="bench-sep-") as tmp:
         tmp = Path(tmp)
@@ -387,8 +389,6 @@ def main(argv=None) -> int:
         save.mkdir()
         offline: dict = {}
         stream: dict = {}
-        if args.device != "cpu":  # the C step runs on the CPU only
-            args.paths = [q for q in args.paths if q != "native"]
         engines = sorted({STREAM_ENGINE[q] for q in args.paths if q in STREAM_ENGINE})
         offline_paths = [q for q in args.paths if q not in STREAM_ONLY]
         for r in range(rounds):

@@ -131,11 +131,23 @@ static void act(float *x, int64_t count, int64_t kind) {
 
 static int64_t max3(int64_t a, int64_t b, int64_t c) { return a > b ? (a > c ? a : c) : (b > c ? b : c); }
 
+/* The scratch buffers of a call with k hops, as offsets into `work` (the one definition of its
+ * layout): cat, tf, xn, acc, h, y, score, frame_out; off[8] is the total. */
+enum { W_CAT, W_TF, W_XN, W_ACC, W_H, W_Y, W_SCORE, W_FRAME, W_END };
+
+static void work_layout(const Model *m, int64_t k, int64_t off[W_END + 1]) {
+    const int64_t W = m->B + m->Sc, wide = max3(m->H, m->N, W);
+    const int64_t size[W_END] = {m->L + k * m->hop, k * m->N, k * wide, k * W, k * wide, k * wide,
+                                 k * m->n_src * m->N, m->n_src * m->L};
+    off[0] = 0;
+    for (int i = 0; i < W_END; ++i) off[i + 1] = off[i] + size[i];
+}
+
 /* Floats of scratch memory a call with k hops needs. */
 int64_t work_floats(const Model *m, int64_t k) {
-    const int64_t W = m->B + m->Sc;
-    return (m->L + k * m->hop) + k * m->N + k * W + 3 * k * max3(m->H, m->N, W) + k * m->n_src * m->N
-           + m->n_src * m->L;
+    int64_t off[W_END + 1];
+    work_layout(m, k, off);
+    return off[W_END];
 }
 
 /* k hops for each of `batch` streams. chunk (batch, k * hop) -> out (batch, n_src, k * hop).
@@ -145,9 +157,11 @@ int64_t work_floats(const Model *m, int64_t k) {
 void stream_step(const Model *m, int64_t batch, int64_t k, const float *chunk, float *out, float *pending,
                  float *tail, double *sums, float *rings, int64_t *pos, int64_t frames_done, float *work) {
     const int64_t N = m->N, L = m->L, hop = m->hop, B = m->B, H = m->H, Sc = m->Sc;
-    const int64_t W = B + Sc, overlap = L - hop, wide = max3(H, N, W), ns = m->n_src;
-    float *cat = work, *tf = cat + L + k * hop, *xn = tf + k * N, *acc = xn + k * wide, *h = acc + k * W;
-    float *y = h + k * wide, *score = y + k * wide, *frame_out = score + k * ns * N;
+    const int64_t W = B + Sc, overlap = L - hop, ns = m->n_src;
+    int64_t off[W_END + 1];
+    work_layout(m, k, off);
+    float *cat = work + off[W_CAT], *tf = work + off[W_TF], *xn = work + off[W_XN], *acc = work + off[W_ACC];
+    float *h = work + off[W_H], *y = work + off[W_Y], *score = work + off[W_SCORE], *frame_out = work + off[W_FRAME];
     int64_t p0[m->n_blocks > 0 ? m->n_blocks : 1];
     for (int64_t i = 0; i < m->n_blocks; ++i) p0[i] = pos[i];
 

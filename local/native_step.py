@@ -32,9 +32,9 @@ from local.compile_cache import _cpu_description
 SOURCE = Path(__file__).with_name("native_step.c")
 FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fPIC", "-shared", "-std=c11"]
 NORMS = {"cLN": 0, "cgLN": 1, "BN": 2}
-# every activation local.model accepts (it refuses the others when the model is built)
-ENC_ACTS = {"identity": 0, "linear": 0, "relu": 1, "sigmoid": 2}
-MASK_ACTS = {"identity": 0, "linear": 0, "relu": 1, "sigmoid": 2, "softmax": 3}
+# every activation local.model accepts, by model_sizes' name (it refuses the others when the model is built)
+ENC_ACTS = {"identity": 0, "relu": 1, "sigmoid": 2}
+MASK_ACTS = {"relu": 1, "sigmoid": 2, "softmax": 3}
 
 _P = ctypes.c_void_p
 _I = ctypes.c_int64
@@ -137,7 +137,11 @@ class NativeStreamStep:
         for name in ("sample_rate", "kernel_size", "stride", "n_src", "in_chan", "out_chan", "bn_chan",
                      "hid_chan", "skip_chan"):
             setattr(self, name, getattr(step, name))
-        self._lib = load_library()
+        ref = step.enc_w
+        if ref.device.type != "cpu" or ref.dtype != torch.float32:
+            raise ValueError(f"engine='native' runs float32 on the CPU, not {ref.dtype} on {ref.device}: "
+                             "use engine='script' there")
+        self._lib = load_library()  # after the checks: a refused model compiles nothing
         self._keep: List[torch.Tensor] = []  # every tensor the C structs point into
         blocks = list(step.blocks)
         self.rings = [int(b.cache_size) + 1 for b in blocks]

@@ -455,7 +455,6 @@ class StreamingSeparator:
             step = StreamStep(model).to(self.device).eval()
             self.dtype = dtype
             if engine == "native":
-                self._check_native(dtype)
                 from local.native_step import NativeStreamStep
 
                 self.step = NativeStreamStep(step)
@@ -469,11 +468,6 @@ class StreamingSeparator:
         self.n_src = int(info.n_src)
         self.sample_rate = float(info.sample_rate)
         self.reset()
-
-    def _check_native(self, dtype: torch.dtype) -> None:
-        if self.device.type != "cpu" or dtype != torch.float32:
-            raise ValueError(f"engine='native' runs float32 on the CPU, not {dtype} on {self.device}: "
-                             "use engine='script' there")
 
     # ------------------------------------------------------------------ state
     def reset(self) -> None:
