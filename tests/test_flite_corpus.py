@@ -10,7 +10,7 @@ import soundfile as sf
 
 from egs.demo import flite
 from egs.demo.prepare import main, prepare_demo
-from egs.demo.speakers import Speaker, make_flite_speakers
+from egs.demo.speakers import Speaker, make_recorded_speakers
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(n_speakers=(2, 2, 5), utts_per_speaker=(1, 1, 2), n_mixtures=(1, 1, 6))
@@ -39,12 +39,12 @@ def test_flite_speaks_each_voice_at_its_rate_and_repeats_exactly():
 
 
 def test_speakers_take_the_five_voices_in_turn_with_their_genders():
-    speakers = make_flite_speakers(10, seed=3)
+    speakers = make_recorded_speakers("flite", 10, seed=3)
     assert [s.variant for s in speakers[:5]] == sorted(flite.VOICES)
     assert [s.variant for s in speakers] == sorted(flite.VOICES) * 2
     assert all(s.engine == "flite" and s.gender == flite.VOICES[s.variant] for s in speakers)
     assert len({(s.vtl, s.tilt, s.rate) for s in speakers}) == 10  # each speaker its own timbre
-    assert make_flite_speakers(10, seed=3) == speakers and make_flite_speakers(10, seed=4) != speakers
+    assert make_recorded_speakers("flite", 10, seed=3) == speakers and make_recorded_speakers("flite", 10, seed=4) != speakers
     old = {k: v for k, v in speakers[0].to_dict().items() if k != "engine"}  # a speakers.json before engines
     assert Speaker.from_dict(old).engine == "espeak"
 

@@ -47,8 +47,9 @@ import numpy as np
 from local.stage_state import atomic_write_text
 
 from .flite import FliteError
+from .pico import PicoError
 from .sentences import make_sentence
-from .speakers import SPLITS, Speaker, make_flite_speakers, make_speakers
+from .speakers import SPLITS, Speaker, make_recorded_speakers, make_speakers
 
 __all__ = ["prepare_demo", "make_mix_list", "main", "SOURCE_RATE"]
 
@@ -124,9 +125,9 @@ def _render(text: str, spk: Speaker, synth_seed: int) -> Tuple[np.ndarray, int]:
     import torch
     import torchaudio.functional as AF
 
-    from . import espeak, flite
+    from . import espeak, flite, pico
 
-    synthesize = {"espeak": espeak.synthesize, "flite": flite.synthesize}[spk.engine]
+    synthesize = {"espeak": espeak.synthesize, "flite": flite.synthesize, "pico": pico.synthesize}[spk.engine]
     wav, sr = synthesize(text, spk, seed=synth_seed)
     if wav.size == 0:
         return wav, 0
@@ -377,7 +378,7 @@ def remove_demo_corpus(out_dir: PathLike) -> list:
 # ------------------------------------------------------------------------------------------
 # main entry point
 # ------------------------------------------------------------------------------------------
-ENGINES = ("espeak", "flite")
+ENGINES = ("espeak", "flite", "pico")
 
 
 def _check_splits(splits: Sequence[str]) -> Tuple[str, ...]:
@@ -387,21 +388,53 @@ def _check_splits(splits: Sequence[str]) -> Tuple[str, ...]:
     return tuple(s for s in SPLITS if s in chosen)
 
 
-def _engine_speakers(engine: str, spk_n: Dict[str, int], seed: int, splits: Sequence[str]) -> Dict[str, List[Speaker]]:
-    """The speakers of the chosen splits: eSpeak's split by voice variant, or Flite's (five voices)."""
-    if engine == "espeak":
-        every = make_speakers(spk_n["tr"], spk_n["cv"], spk_n["tt"], seed=seed)
-        return {s: every[s] for s in splits}
-    if engine == "flite":
+def _check_engines(engine: Union[str, Sequence[str]]) -> Tuple[str, ...]:
+    chosen = tuple(dict.fromkeys([engine] if isinstance(engine, str) else engine))
+    if not chosen or any(e not in ENGINES for e in chosen):
+        raise ValueError(f"--engine: choose one or more of {ENGINES}, got {engine!r}")
+    return chosen
+
+
+def _engine_shares(n: int, engines: Sequence[str], split: str) -> List[int]:
+    """``n`` speakers of a split shared out between the engines (the first ones get the remainder)."""
+    shares = [n // len(engines) + (i < n % len(engines)) for i in range(len(engines))]
+    least = 1 if engines == ("espeak",) else 2
+    if min(shares) < least:
+        raise ValueError(f"--n-speakers: {n} {split} speakers cannot be shared by the engines {list(engines)} "
+                         f"(each needs at least {least}); give at least {least * len(engines)}")
+    return shares
+
+
+def _engine_speakers(engines: Sequence[str], spk_n: Dict[str, int], seed: int,
+                     splits: Sequence[str]) -> Dict[str, List[Speaker]]:
+    """The speakers of the chosen splits, each split's count shared out between the engines.
+
+    eSpeak's speakers are split by voice variant (:func:`make_speakers`); Flite's and Pico's
+    share their few voices across splits and differ by rate, pitch and timbre
+    (:func:`make_recorded_speakers`). Ids carry the engine's letter, so they stay unique.
+    """
+    if "flite" in engines:
         from .flite import flite_command
 
         flite_command()  # FliteError with what to do, before any work
-        out, first = {}, 1
+    if "pico" in engines:
+        from .pico import pico_paths
+
+        pico_paths()  # PicoError likewise
+    shares = {s: _engine_shares(spk_n[s], engines, s) for s in SPLITS if s in splits}
+    out: Dict[str, List[Speaker]] = {s: [] for s in splits}
+    for k, engine in enumerate(engines):
+        if engine == "espeak":
+            every = make_speakers(*[shares[s][k] if s in shares else spk_n[s] for s in SPLITS], seed=seed)
+            for s in splits:
+                out[s] += every[s]
+            continue
+        first = 1
         for s in splits:
-            out[s] = make_flite_speakers(spk_n[s], split=s, seed=seed + SPLITS.index(s), first_id=first)
-            first += spk_n[s]
-        return out
-    raise ValueError(f"--engine: choose one of {ENGINES}, got {engine!r}")
+            out[s] += make_recorded_speakers(engine, shares[s][k], split=s, seed=seed + SPLITS.index(s),
+                                             first_id=first)
+            first += shares[s][k]
+    return out
 
 
 def prepare_demo(
@@ -414,15 +447,16 @@ def prepare_demo(
     modes: Sequence[str] = ("min",),
     nj: int = 1,
     progress: bool = False,
-    engine: str = "espeak",
+    engine: Union[str, Sequence[str]] = "espeak",
     splits: Sequence[str] = SPLITS,
 ) -> dict:
     """Create (or finish) the demo corpus in ``out_dir``; see the module docstring.
 
     ``n_speakers``, ``utts_per_speaker`` and ``n_mixtures`` are ``(tr, cv, tt)``.
-    ``engine="flite"`` makes the speakers of Flite's recorded-voice synthesiser
-    (:func:`egs.demo.speakers.make_flite_speakers`), ``splits`` only some splits (a
-    held-out test set: ``("tt",)``; the counts of the other splits are ignored).
+    ``engine="flite"`` or ``"pico"`` makes the speakers of those recorded-voice synthesisers
+    (:func:`egs.demo.speakers.make_recorded_speakers`), several engines (``("espeak", "flite")``)
+    share each split's speakers between them; ``splits`` makes only some splits (a held-out
+    test set: ``("tt",)``; the counts of the other splits are ignored).
     Returns a summary dict: ``out_dir``, ``speakers``/``utterances``/``mixtures``
     per split, ``mix_lists`` (split -> path), ``mix_dirs`` ("wav8k/min/tr" ->
     path), ``steps`` (step -> "done" or "skipped") and ``seconds`` per step.
@@ -436,14 +470,15 @@ def prepare_demo(
     steps: Dict[str, str] = {}
     seconds: Dict[str, float] = {}
     splits = _check_splits(splits)
-    speakers = _engine_speakers(engine, spk_n, seed, splits)
+    engines = _check_engines(engine)
+    speakers = _engine_speakers(engines, spk_n, seed, splits)
 
     # 1. sources
     t0 = time.perf_counter()
     src_cfg = {"format": _FORMAT, "seed": seed, "n_speakers": [spk_n[s] for s in SPLITS],
                "utts_per_speaker": [utt_n[s] for s in SPLITS]}
-    if engine != "espeak" or splits != SPLITS:  # so that existing demo corpora keep their markers
-        src_cfg.update(engine=engine, splits=list(splits))
+    if engines != ("espeak",) or splits != SPLITS:  # so that existing demo corpora keep their markers
+        src_cfg.update(engine=engines[0] if len(engines) == 1 else list(engines), splits=list(splits))
     src_marker = out_dir / "sources" / ".done"
     if _check_marker(src_marker, src_cfg):
         steps["sources"] = "skipped"
@@ -515,7 +550,7 @@ def prepare_demo(
     return {
         "out_dir": str(out_dir),
         "seed": seed,
-        "engine": engine,
+        "engine": engines[0] if len(engines) == 1 else list(engines),
         "speakers": {s: spk_n[s] for s in splits},
         "utterances": {s: spk_n[s] * utt_n[s] for s in splits},
         "mixtures": {s: mix_n[s] for s in splits},
@@ -550,9 +585,10 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="length modes of the mixtures: min and/or max")
     p.add_argument("--nj", type=int, default=min(os.cpu_count() or 1, 8),
                    help="parallel processes for synthesis and mixing")
-    p.add_argument("--engine", choices=ENGINES, default="espeak",
-                   help="synthesiser: espeak (the demo: eSpeak NG's voices) or flite (Flite's five voices built "
-                        "from recorded speakers, for a held-out test set; tools/install_flite.sh installs it)")
+    p.add_argument("--engine", nargs="+", choices=ENGINES, default=["espeak"], metavar="ENGINE",
+                   help="synthesisers: espeak (the demo: eSpeak NG's voices), flite (Flite's five voices built "
+                        "from recorded speakers; tools/install_flite.sh installs it) or pico (SVOX Pico's two, "
+                        "the held-out engine; tools/install_pico.sh); several share each split's speakers")
     p.add_argument("--splits", nargs="+", default=list(SPLITS), metavar="SPLIT",
                    help="splits to make (a held-out test set: --splits tt; counts of other splits are ignored)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -577,7 +613,7 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
         )
     except ValueError as err:
         parser.error(str(err))
-    except FliteError as err:
+    except (FliteError, PicoError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     summary["seconds"]["total"] = round(time.perf_counter() - t0, 2)

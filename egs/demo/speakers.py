@@ -33,7 +33,8 @@ __all__ = [
     "usable_variants",
     "variant_gender",
     "make_speakers",
-    "make_flite_speakers",
+    "RECORDED_ENGINES",
+    "make_recorded_speakers",
 ]
 
 SPLITS = ("tr", "cv", "tt")
@@ -105,7 +106,7 @@ class Speaker:
     gender: str
     vtl: float = 1.0
     tilt: float = 0.0
-    engine: str = "espeak"  # the synthesiser: "espeak" (the demo) or "flite" (egs.demo.flite)
+    engine: str = "espeak"  # the synthesiser: "espeak" (the demo), "flite" or "pico" (egs.demo.flite, egs.demo.pico)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -116,7 +117,7 @@ class Speaker:
 
     @property
     def voice(self) -> str:
-        """The engine's voice name: eSpeak's ``en-us+m3``, or Flite's ``slt``."""
+        """The engine's voice name: eSpeak's ``en-us+m3``, Flite's ``slt`` or Pico's ``en-GB``."""
         return espeak.voice_name(self.accent, self.variant) if self.engine == "espeak" else self.variant
 
 
@@ -270,21 +271,34 @@ def make_speakers(
     return out
 
 
-def make_flite_speakers(n: int, split: str = "tt", seed: int = 0, first_id: int = 1) -> List[Speaker]:
-    """``n`` speakers of Flite's voices (:data:`egs.demo.flite.VOICES`), for a held-out test set.
+#: The synthesisers built from recorded speakers, with the first letter of their speaker ids.
+RECORDED_ENGINES = {"flite": "f", "pico": "p"}
 
-    Flite has five voices, so speakers share them (in turn, so each voice speaks about
-    ``n / 5`` of them) and differ by rate and by the demo's vocal-tract length and tilt,
-    drawn from the same ranges as the eSpeak speakers'. ``accent``, ``pitch`` and ``range``
-    are eSpeak's parameters and stay empty (Flite's pitch target barely moves its
-    clustergen voices; the vocal-tract factor moves pitch and formants of every voice).
+
+def make_recorded_speakers(engine: str, n: int, split: str = "tt", seed: int = 0, first_id: int = 1) -> List[Speaker]:
+    """``n`` speakers of Flite's or Pico's voices (``egs.demo.flite.VOICES``, ``egs.demo.pico.VOICES``).
+
+    These engines have a handful of voices, so speakers share them (in turn, so each voice
+    speaks about ``n / len(VOICES)`` of them) and differ by rate and by the demo's vocal-tract
+    length and tilt, drawn from the same ranges as the eSpeak speakers'. ``accent`` and
+    ``range`` are eSpeak's parameters and stay empty. Flite's voices keep their own pitch
+    (its pitch target barely moves the clustergen voices; ``pitch`` is 0) and gender; Pico's
+    two voices are female, so every other Pico speaker is made male by a pitch level in
+    ``egs.demo.pico.PITCH_LEVELS["m"]``.
     """
-    from .flite import VOICES
-
+    if engine not in RECORDED_ENGINES:
+        raise ValueError(f"engine must be one of {sorted(RECORDED_ENGINES)}, got {engine!r}")
     if isinstance(n, bool) or int(n) != n or n < 2:
         raise ValueError(f"number of speakers must be an integer >= 2, got {n!r}")
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xF117E]))
-    voices = sorted(VOICES)
+    if engine == "flite":
+        from .flite import VOICES as FLITE_VOICES
+
+        voices, salt = sorted(FLITE_VOICES), 0xF117E
+    else:
+        from .pico import PITCH_LEVELS, VOICES as PICO_VOICES
+
+        voices, salt = sorted(PICO_VOICES), 0x9C0
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), salt]))
     width = max(3, len(str(first_id + n - 1)))
     out = []
     for i in range(int(n)):
@@ -292,6 +306,12 @@ def make_flite_speakers(n: int, split: str = "tt", seed: int = 0, first_id: int 
         rate = int(rng.integers(RATE_RANGE[0], RATE_RANGE[1] + 1))
         vtl = round(float(rng.uniform(*VTL_RANGE)), 3)
         tilt = round(float(rng.uniform(*TILT_RANGE)), 2)
-        out.append(Speaker(id=f"f{first_id + i:0{width}d}", split=split, variant=voice, accent="", pitch=0,
-                           range=0, rate=rate, gender=VOICES[voice], vtl=vtl, tilt=tilt, engine="flite"))
+        if engine == "flite":
+            gender, pitch = FLITE_VOICES[voice], 0
+        else:
+            gender = "fm"[(i // len(voices)) % 2]  # each voice alternately female and male
+            pitch = int(rng.integers(PITCH_LEVELS[gender][0], PITCH_LEVELS[gender][1] + 1))
+        out.append(Speaker(id=f"{RECORDED_ENGINES[engine]}{first_id + i:0{width}d}", split=split, variant=voice,
+                           accent="", pitch=pitch, range=0, rate=rate, gender=gender, vtl=vtl, tilt=tilt,
+                           engine=engine))
     return out
