@@ -25,7 +25,9 @@ from the training-time model (same input), and for the causal twin (``--causal-c
 streaming time per frame (``local.streaming.StreamingSeparator``) at 1, 8 and 32 encoder hops
 per call with its largest difference from offline causal processing (engines: ``eager``,
 ``script`` = TorchScript, the default, ``onnx`` = ``model_stream.onnx``, and ``native`` = the
-C step of ``local.native_step``, CPU only).
+C step of ``local.native_step``, CPU only; its opt-in ``native-fp16`` / ``native-int8`` store
+the weights in half precision or int8, and their difference column is the output SNR against
+offline float32 instead).
 Weights are random (speed does not depend on them); ``--threads 1`` is one core.
 """
 
@@ -46,13 +48,18 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-PATHS = ("stock", "eager", "fast", "torchscript", "onnx", "fast-bf16", "eager-int8", "native")
+PATHS = ("stock", "eager", "fast", "torchscript", "onnx", "fast-bf16", "eager-int8", "native", "native-fp16",
+         "native-int8")
 LABELS = {"stock": "asteroid ConvTasNet (stock)", "eager": "eager (training-time model)",
           "fast": "fast (local.inference, default)", "torchscript": "TorchScript model.ts",
           "onnx": "ONNX Runtime model.onnx", "fast-bf16": "fast bf16 (opt-in)", "eager-int8": "eager int8 (opt-in)",
-          "native": "C step (local.native_step, streaming only)"}
-STREAM_ENGINE = {"eager": "eager", "torchscript": "script", "onnx": "onnx", "native": "native"}
-STREAM_ONLY = ("native",)  # no offline path of its own: its offline cells stay "-"
+          "native": "C step (local.native_step, streaming only)",
+          "native-fp16": "C step, fp16 weights (opt-in)", "native-int8": "C step, int8 weights (opt-in)"}
+STREAM_ENGINE = {"eager": "eager", "torchscript": "script", "onnx": "onnx", "native": "native",
+                 "native-fp16": "native-fp16", "native-int8": "native-int8"}
+NATIVE = ("native", "native-fp16", "native-int8")  # the C step: CPU only
+STREAM_ONLY = NATIVE  # no offline path of their own: their offline cells stay "-"
+REDUCED = ("fast-bf16", "eager-int8", "native-fp16", "native-int8")  # reported as SNR against float32
 HOPS = (1, 8, 32)
 
 
@@ -177,6 +184,7 @@ def stream_child(args) -> dict:
     """Each of ``--engine``: time per frame at each of ``--hops``, and the largest difference from offline."""
     import torch
 
+    from local.inference import output_snr
     from local.separate import load_separator
     from local.streaming import StreamingSeparator
 
@@ -191,7 +199,7 @@ def stream_child(args) -> dict:
     for engine in args.engine:
         source = str(folder / "model_stream.onnx") if engine == "onnx" else model
         sep = StreamingSeparator(source, device=args.device, engine=engine)
-        result, max_diff = {}, 0.0
+        result, max_diff, snr = {}, 0.0, float("inf")
         for hops in args.hops:
             chunk = hops * sep.stride
             n_chunks = x.shape[-1] // chunk
@@ -209,9 +217,14 @@ def stream_child(args) -> dict:
                 best = min(best, (time.perf_counter() - t0) / ((n_chunks - 1) * hops))
                 outs.append(sep.process(x[0, n_chunks * chunk:]))
                 outs.append(sep.flush())
-                max_diff = max(max_diff, (torch.cat(outs, -1).cpu() - offline).abs().max().item())
+                online = torch.cat(outs, -1).cpu()
+                max_diff = max(max_diff, (online - offline).abs().max().item())
+                if engine in REDUCED:
+                    snr = min(snr, output_snr(offline, online))
             result[str(hops)] = best * 1000
         result["max_diff"] = max_diff
+        if engine in REDUCED:
+            result["snr_db"] = snr
         if engine == "script":
             result["floor_ms"] = matvec_floor(model, args.device) * 1000
         results[engine] = result
@@ -301,8 +314,9 @@ def make_table(args, offline: dict, stream: dict, diffs: dict, header: str) -> s
         for h in args.hops:
             values = [r[str(h)] for r in runs if str(h) in r]
             cells.append(_fmt(min(values) if values else None, ".3f", "failed" if runs else "-"))
+        snrs = [r["snr_db"] for r in runs if "snr_db" in r]
         diff = [r["max_diff"] for r in runs if "max_diff" in r]
-        cells.append(_fmt(max(diff) if diff else None, ".1e"))
+        cells.append(f"SNR {min(snrs):.1f} dB" if snrs else _fmt(max(diff) if diff else None, ".1e"))
         lines.append(f"| {LABELS[path]} | " + " | ".join(cells) + " |")
     floors = [r["floor_ms"] for r in stream.get("script", []) if "floor_ms" in r]
     if floors:
@@ -330,7 +344,7 @@ def output_diffs(save: Path, paths, seconds: float) -> dict:
         if not file.is_file():
             continue
         est = np.load(file)
-        if path in ("fast-bf16", "eager-int8"):
+        if path in REDUCED:
             out[path] = f"SNR {output_snr(torch.from_numpy(ref), torch.from_numpy(est)):.1f} dB"
         else:
             out[path] = f"{np.abs(est - ref).max():.1e}"
@@ -378,7 +392,7 @@ def main(argv=None) -> int:
     if "stock" not in args.paths or "eager" not in args.paths:
         args.paths = ["stock", "eager"] + [q for q in args.paths if q not in ("stock", "eager")]
     if args.device != "cpu":  # the C step runs on the CPU only
-        args.paths = [q for q in args.paths if q != "native"]
+        args.paths = [q for q in args.paths if q not in NATIVE]
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="bench-sep-") as tmp:
         tmp = Path(tmp)

@@ -12,10 +12,33 @@
  *
  * Layout: every activation is frames-major, (k, channels); the depthwise convolution keeps
  * each block's last (P - 1) * dilation + 1 frames in a ring buffer (its causal left context).
+ *
+ * Weight storage (one build each): float32 by default; with -DNATIVE_WEIGHTS_FP16 every matrix is
+ * stored as _Float16 and with -DNATIVE_WEIGHTS_INT8 as int8 with one float scale per row. At one
+ * hop per call the step is bound by reading the weights, so half or a quarter of the bytes is
+ * nearly half or a quarter of the time; the arithmetic stays float32 (each weight is widened as
+ * it is loaded), and biases, norms and the depthwise taps stay float32.
  */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+
+#if defined(NATIVE_WEIGHTS_FP16)
+typedef _Float16 wtype;
+#elif defined(NATIVE_WEIGHTS_INT8)
+typedef int8_t wtype;
+#else
+typedef float wtype;
+#endif
+
+/* A weight matrix, rows contiguous; `scale` (int8 storage only, else NULL) multiplies each row. */
+typedef struct {
+    const wtype *w;
+    const float *scale;
+} Mat;
+
+/* Bytes per stored weight of this build (the loader checks it against what it asked for). */
+int64_t weight_bytes(void) { return (int64_t)sizeof(wtype); }
 
 enum { NORM_CLN = 0, NORM_CGLN = 1, NORM_BN = 2 };
 enum { ACT_LINEAR = 0, ACT_RELU = 1, ACT_SIGMOID = 2, ACT_SOFTMAX = 3 };
@@ -28,15 +51,17 @@ typedef struct {
 
 typedef struct {
     int64_t dilation, taps, out_rows, out_offset, slope1_n, slope2_n, ring, ring_offset;
-    const float *in_w, *in_b, *slope1, *dw_w, *dw_b, *slope2, *out_w, *out_b;
+    Mat in_w, out_w;
+    const float *in_b, *slope1, *dw_w, *dw_b, *slope2, *out_b;
     Norm norm1, norm2;
 } Block;
 
 typedef struct {
     int64_t N, L, hop, B, H, Sc, n_blocks, n_src, enc_act, mask_act, mask_slope_n, n_sums, ring_total;
-    const float *enc_w;   /* (N, L) */
-    const float *dec_w_t; /* (L, N) */
-    const float *bott_w, *bott_b, *mask_slope, *mask_w, *mask_b;
+    Mat enc_w;   /* (N, L) */
+    Mat dec_w_t; /* (L, N) */
+    Mat bott_w, mask_w;
+    const float *bott_b, *mask_slope, *mask_b;
     Norm norm0;
     const Block *blocks;
 } Model;
@@ -44,35 +69,39 @@ typedef struct {
 /* y[f, :rows] (+)= W x[f] + b for the k frames; x rows x_stride apart, y rows y_stride apart.
  * Four weight rows at a time: four independent sums hide the FMA latency, and each row is
  * read from memory once for all k frames. */
-static void linear(const float *restrict W, const float *restrict b, const float *restrict x, float *restrict y,
+static void linear(const Mat *M, const float *restrict b, const float *restrict x, float *restrict y,
                    int64_t rows, int64_t cols, int64_t k, int64_t x_stride, int64_t y_stride, int accumulate) {
+    const wtype *restrict W = M->w;
+    const float *scale = M->scale;
     int64_t o = 0;
     for (; o + 4 <= rows; o += 4) {
-        const float *w0 = W + o * cols, *w1 = w0 + cols, *w2 = w1 + cols, *w3 = w2 + cols;
+        const wtype *w0 = W + o * cols, *w1 = w0 + cols, *w2 = w1 + cols, *w3 = w2 + cols;
         for (int64_t f = 0; f < k; ++f) {
             const float *xf = x + f * x_stride;
             float s0 = 0.f, s1 = 0.f, s2 = 0.f, s3 = 0.f;
 #pragma omp simd reduction(+ : s0, s1, s2, s3)
             for (int64_t i = 0; i < cols; ++i) {
                 const float v = xf[i];
-                s0 += w0[i] * v;
-                s1 += w1[i] * v;
-                s2 += w2[i] * v;
-                s3 += w3[i] * v;
+                s0 += (float)w0[i] * v;
+                s1 += (float)w1[i] * v;
+                s2 += (float)w2[i] * v;
+                s3 += (float)w3[i] * v;
             }
             float *yf = y + f * y_stride + o;
+            if (scale) { s0 *= scale[o]; s1 *= scale[o + 1]; s2 *= scale[o + 2]; s3 *= scale[o + 3]; }
             if (b) { s0 += b[o]; s1 += b[o + 1]; s2 += b[o + 2]; s3 += b[o + 3]; }
             if (accumulate) { yf[0] += s0; yf[1] += s1; yf[2] += s2; yf[3] += s3; }
             else { yf[0] = s0; yf[1] = s1; yf[2] = s2; yf[3] = s3; }
         }
     }
     for (; o < rows; ++o) {
-        const float *w0 = W + o * cols;
+        const wtype *w0 = W + o * cols;
         for (int64_t f = 0; f < k; ++f) {
             const float *xf = x + f * x_stride;
             float s0 = 0.f;
 #pragma omp simd reduction(+ : s0)
-            for (int64_t i = 0; i < cols; ++i) s0 += w0[i] * xf[i];
+            for (int64_t i = 0; i < cols; ++i) s0 += (float)w0[i] * xf[i];
+            if (scale) s0 *= scale[o];
             if (b) s0 += b[o];
             float *yf = y + f * y_stride + o;
             if (accumulate) yf[0] += s0; else yf[0] = s0;
@@ -175,19 +204,19 @@ void stream_step(const Model *m, int64_t batch, int64_t k, const float *chunk, f
         memcpy(cat, pend, (size_t)overlap * sizeof(float));
         memcpy(cat + overlap, chunk + s * k * hop, (size_t)(k * hop) * sizeof(float));
         memcpy(pend, cat + k * hop, (size_t)overlap * sizeof(float));
-        linear(m->enc_w, NULL, cat, tf, N, L, k, hop, N, 0);
+        linear(&m->enc_w, NULL, cat, tf, N, L, k, hop, N, 0);
         act(tf, k * N, m->enc_act);
 
         /* bottleneck: norm, 1x1 conv (the norm's affine part folded in); the skip sum starts at 0 */
         memcpy(xn, tf, (size_t)(k * N) * sizeof(float));
         for (int64_t f = 0; f < k; ++f)
             norm_frame(&m->norm0, xn + f * N, N, frames_done + f + 1, sm + 2 * m->norm0.sums_index);
-        linear(m->bott_w, m->bott_b, xn, acc, B, N, k, N, W, 0);
+        linear(&m->bott_w, m->bott_b, xn, acc, B, N, k, N, W, 0);
         for (int64_t f = 0; f < k; ++f) memset(acc + f * W + B, 0, (size_t)Sc * sizeof(float));
 
         for (int64_t i = 0; i < m->n_blocks; ++i) {
             const Block *bl = m->blocks + i;
-            linear(bl->in_w, bl->in_b, acc, h, H, B, k, W, H, 0);
+            linear(&bl->in_w, bl->in_b, acc, h, H, B, k, W, H, 0);
             prelu(h, k * H, H, bl->slope1, bl->slope1_n);
             float *ring = ring_s + bl->ring_offset * H;
             for (int64_t f = 0; f < k; ++f) {
@@ -210,14 +239,14 @@ void stream_step(const Model *m, int64_t batch, int64_t k, const float *chunk, f
             for (int64_t f = 0; f < k; ++f)
                 norm_frame(&bl->norm2, y + f * H, H, frames_done + f + 1, sm + 2 * bl->norm2.sums_index);
             /* residual and skip 1x1 convs as one product, added to the residual stream | skip sum */
-            linear(bl->out_w, bl->out_b, y, acc + bl->out_offset, bl->out_rows, H, k, H, W, 1);
+            linear(&bl->out_w, bl->out_b, y, acc + bl->out_offset, bl->out_rows, H, k, H, W, 1);
         }
 
         /* masks from the skip sum (or the residual stream without skip connections) */
         const int64_t mc = Sc ? Sc : B;
         for (int64_t f = 0; f < k; ++f) memcpy(xn + f * mc, acc + f * W + (Sc ? B : 0), (size_t)mc * sizeof(float));
         prelu(xn, k * mc, mc, m->mask_slope, m->mask_slope_n);
-        linear(m->mask_w, m->mask_b, xn, score, ns * N, mc, k, mc, ns * N, 0);
+        linear(&m->mask_w, m->mask_b, xn, score, ns * N, mc, k, mc, ns * N, 0);
         if (m->mask_act == ACT_SOFTMAX) { /* over the sources, for each basis */
             for (int64_t f = 0; f < k; ++f)
                 for (int64_t n = 0; n < N; ++n) {
@@ -238,7 +267,7 @@ void stream_step(const Model *m, int64_t batch, int64_t k, const float *chunk, f
 
         /* decoder: each source's frame is dec_w^T masked, overlap-added with the carried tail */
         for (int64_t f = 0; f < k; ++f) {
-            linear(m->dec_w_t, NULL, score + f * ns * N, frame_out, L, N, ns, N, L, 0);
+            linear(&m->dec_w_t, NULL, score + f * ns * N, frame_out, L, N, ns, N, L, 0);
             for (int64_t j = 0; j < ns; ++j) {
                 float *fo = frame_out + j * L, *t = tl + j * overlap;
                 for (int64_t l = 0; l < overlap; ++l) fo[l] += t[l];

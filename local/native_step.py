@@ -12,6 +12,13 @@ this CPU (``-march=native``) into ``$XDG_CACHE_HOME/conv_tasnet_recipe/native/<k
 covering the source, the compiler's version and the CPU model and flags, so a cache copied to
 another machine is never reused. The build is written to a temporary file and renamed, so an
 interrupted build is never picked up. Without a compiler the engine is refused in one line.
+
+``weights="fp16"`` or ``"int8"`` (engines ``native-fp16`` and ``native-int8``) store every weight
+matrix in half precision, or as int8 with one float32 scale per row (symmetric, the row's
+largest magnitude mapped to 127), in a build of their own: at one hop per call the step is
+bound by reading the weights, so it runs in about half or a third of the float32 time. The
+arithmetic stays float32. These are opt-in: their output is not equal to float32's within
+1e-4, and ``benchmarks/benchmark_separation.py`` reports its SNR against float32 instead.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List
 
 import torch
 
@@ -31,6 +38,9 @@ from local.compile_cache import _cpu_description
 
 SOURCE = Path(__file__).with_name("native_step.c")
 FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fPIC", "-shared", "-std=c11"]
+#: weight storage -> (the define that selects it in native_step.c, bytes per weight, torch dtype)
+WEIGHTS = {"fp32": ([], 4, torch.float32), "fp16": (["-DNATIVE_WEIGHTS_FP16"], 2, torch.float16),
+           "int8": (["-DNATIVE_WEIGHTS_INT8"], 1, torch.int8)}
 NORMS = {"cLN": 0, "cgLN": 1, "BN": 2}
 # every activation local.model accepts, by model_sizes' name (it refuses the others when the model is built)
 ENC_ACTS = {"identity": 0, "relu": 1, "sigmoid": 2}
@@ -38,6 +48,10 @@ MASK_ACTS = {"relu": 1, "sigmoid": 2, "softmax": 3}
 
 _P = ctypes.c_void_p
 _I = ctypes.c_int64
+
+
+class _Mat(ctypes.Structure):
+    _fields_ = [("w", _P), ("scale", _P)]
 
 
 class _Norm(ctypes.Structure):
@@ -48,15 +62,16 @@ class _Norm(ctypes.Structure):
 class _Block(ctypes.Structure):
     _fields_ = [(name, _I) for name in ("dilation", "taps", "out_rows", "out_offset", "slope1_n", "slope2_n",
                                         "ring", "ring_offset")] + \
-               [(name, _P) for name in ("in_w", "in_b", "slope1", "dw_w", "dw_b", "slope2", "out_w", "out_b")] + \
+               [("in_w", _Mat), ("out_w", _Mat)] + \
+               [(name, _P) for name in ("in_b", "slope1", "dw_w", "dw_b", "slope2", "out_b")] + \
                [("norm1", _Norm), ("norm2", _Norm)]
 
 
 class _Model(ctypes.Structure):
     _fields_ = [(name, _I) for name in ("N", "L", "hop", "B", "H", "Sc", "n_blocks", "n_src", "enc_act",
                                         "mask_act", "mask_slope_n", "n_sums", "ring_total")] + \
-               [(name, _P) for name in ("enc_w", "dec_w_t", "bott_w", "bott_b", "mask_slope", "mask_w",
-                                        "mask_b")] + \
+               [(name, _Mat) for name in ("enc_w", "dec_w_t", "bott_w", "mask_w")] + \
+               [(name, _P) for name in ("bott_b", "mask_slope", "mask_b")] + \
                [("norm0", _Norm), ("blocks", _P)]
 
 
@@ -77,48 +92,62 @@ def _cache_root() -> Path:
     return Path(base) / "conv_tasnet_recipe" / "native"
 
 
-def library_path() -> Path:
+def _check_weights(weights: str) -> None:
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights={weights!r}: choose one of {sorted(WEIGHTS)}")
+
+
+def _flags(weights: str) -> List[str]:
+    return FLAGS + WEIGHTS[weights][0]
+
+
+def library_path(weights: str = "fp32") -> Path:
     """Where this machine's build lives (the key: source, compiler version, flags, CPU)."""
+    _check_weights(weights)
     cc = _compiler()
     try:
         version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=60).stdout
     except (OSError, subprocess.SubprocessError) as err:
         raise NativeBuildError(f"engine='native': running {cc!r} --version failed ({err})") from None
-    parts = [SOURCE.read_text(), cc, version, " ".join(FLAGS), _cpu_description()]
+    parts = [SOURCE.read_text(), cc, version, " ".join(_flags(weights)), _cpu_description()]
     key = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
     return _cache_root() / key / "native_step.so"
 
 
-_LIBRARY: Optional[ctypes.CDLL] = None
+_LIBRARIES: Dict[str, ctypes.CDLL] = {}
 
 
-def load_library() -> ctypes.CDLL:
-    """The compiled step for this machine, built on first use."""
-    global _LIBRARY
-    if _LIBRARY is not None:
-        return _LIBRARY
-    path = library_path()
+def load_library(weights: str = "fp32") -> ctypes.CDLL:
+    """The compiled step for this machine and weight storage, built on first use."""
+    if weights in _LIBRARIES:
+        return _LIBRARIES[weights]
+    path = library_path(weights)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
         os.close(fd)
-        cmd = [_compiler(), *FLAGS, str(SOURCE), "-o", tmp, "-lm"]
+        cmd = [_compiler(), *_flags(weights), str(SOURCE), "-o", tmp, "-lm"]
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
             if done.returncode != 0:
                 last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-                raise NativeBuildError(f"engine='native': compiling {SOURCE.name} failed ({last}); "
+                hint = " (fp16 weights need _Float16: GCC 12+ or clang 15+)" if weights == "fp16" else ""
+                raise NativeBuildError(f"engine='native': compiling {SOURCE.name} failed ({last}){hint}; "
                                        "use engine='script'")
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
     lib = ctypes.CDLL(str(path))
+    lib.weight_bytes.restype = _I
+    if lib.weight_bytes() != WEIGHTS[weights][1]:  # a build of the other storage under this name: never use it
+        raise NativeBuildError(f"engine='native': {path} stores {lib.weight_bytes()}-byte weights, not {weights}; "
+                               "delete it to rebuild")
     lib.work_floats.restype = _I
     lib.work_floats.argtypes = [ctypes.POINTER(_Model), _I]
     lib.stream_step.restype = None
     lib.stream_step.argtypes = [ctypes.POINTER(_Model), _I, _I, _P, _P, _P, _P, _P, _P, _P, _I, _P]
-    _LIBRARY = lib
+    _LIBRARIES[weights] = lib
     return lib
 
 
@@ -129,11 +158,15 @@ def _f32(t: torch.Tensor) -> torch.Tensor:
 class NativeStreamStep:
     """:class:`~local.streaming.StreamStep`'s arithmetic as one C call (CPU, float32).
 
+    ``weights``: how the weight matrices are stored, ``"fp32"`` (exact), ``"fp16"`` or ``"int8"``
+    (opt-in, see the module docstring).
     ``initial_state(batch)`` -> ``(pending, frames_done, rings, positions, sums, tail)``;
     ``step(chunk, *state)`` -> ``(out, *state)``, the state updated in place.
     """
 
-    def __init__(self, step):
+    def __init__(self, step, weights: str = "fp32"):
+        _check_weights(weights)
+        self.weights = weights
         for name in ("sample_rate", "kernel_size", "stride", "n_src", "in_chan", "out_chan", "bn_chan",
                      "hid_chan", "skip_chan"):
             setattr(self, name, getattr(step, name))
@@ -141,7 +174,7 @@ class NativeStreamStep:
         if ref.device.type != "cpu" or ref.dtype != torch.float32:
             raise ValueError(f"engine='native' runs float32 on the CPU, not {ref.dtype} on {ref.device}: "
                              "use engine='script' there")
-        self._lib = load_library()  # after the checks: a refused model compiles nothing
+        self._lib = load_library(weights)  # after the checks: a refused model compiles nothing
         self._keep: List[torch.Tensor] = []  # every tensor the C structs point into
         blocks = list(step.blocks)
         self.rings = [int(b.cache_size) + 1 for b in blocks]
@@ -154,18 +187,18 @@ class NativeStreamStep:
                 out_offset=self.bn_chan if b.skip_only else 0,
                 slope1_n=int(b.act1.weight.numel()), slope2_n=int(b.act2.weight.numel()),
                 ring=self.rings[i], ring_offset=offsets[i],
-                in_w=self._ptr(b.in_w), in_b=self._ptr(b.in_b), slope1=self._ptr(b.act1.weight),
-                dw_w=self._ptr(b.dw_w), dw_b=self._ptr(b.dw_b), slope2=self._ptr(b.act2.weight),
-                out_w=self._ptr(b.out_w), out_b=self._ptr(b.out_b),
+                in_w=self._mat(b.in_w), out_w=self._mat(b.out_w), in_b=self._ptr(b.in_b),
+                slope1=self._ptr(b.act1.weight), dw_w=self._ptr(b.dw_w), dw_b=self._ptr(b.dw_b),
+                slope2=self._ptr(b.act2.weight), out_b=self._ptr(b.out_b),
                 norm1=self._norm(b.norm1), norm2=self._norm(b.norm2))
         self._model = _Model(
             N=self.in_chan, L=self.kernel_size, hop=self.stride, B=self.bn_chan, H=self.hid_chan,
             Sc=self.skip_chan, n_blocks=len(blocks), n_src=self.n_src,
             enc_act=ENC_ACTS[step.enc_act], mask_act=MASK_ACTS[step.mask_act],
             mask_slope_n=int(step.mask_act_w.numel()), n_sums=int(step.n_sums), ring_total=sum(self.rings),
-            enc_w=self._ptr(step.enc_w[:, 0, :]), dec_w_t=self._ptr(step.dec_w_2d.t()),
-            bott_w=self._ptr(step.bottleneck_w), bott_b=self._ptr(step.bottleneck_b),
-            mask_slope=self._ptr(step.mask_act_w), mask_w=self._ptr(step.mask_w), mask_b=self._ptr(step.mask_b),
+            enc_w=self._mat(step.enc_w[:, 0, :]), dec_w_t=self._mat(step.dec_w_2d.t()),
+            bott_w=self._mat(step.bottleneck_w), mask_w=self._mat(step.mask_w), bott_b=self._ptr(step.bottleneck_b),
+            mask_slope=self._ptr(step.mask_act_w), mask_b=self._ptr(step.mask_b),
             norm0=self._norm(step.norm0), blocks=ctypes.cast(self._blocks, _P))
         self.n_sums = int(step.n_sums)
         self._work = torch.empty(0)
@@ -174,6 +207,21 @@ class NativeStreamStep:
         t = _f32(tensor)
         self._keep.append(t)
         return t.data_ptr()
+
+    def _mat(self, tensor: torch.Tensor) -> _Mat:
+        """A weight matrix (rows, cols) in this step's storage, kept alive with the step."""
+        w = _f32(tensor.reshape(tensor.shape[0], -1))
+        if self.weights == "fp32":
+            return _Mat(w=self._ptr(w), scale=None)
+        if self.weights == "fp16":
+            half = w.to(torch.float16).contiguous()
+            self._keep.append(half)
+            return _Mat(w=half.data_ptr(), scale=None)
+        peak = w.abs().amax(dim=1)
+        scale = torch.where(peak > 0, peak / 127.0, torch.ones_like(peak))  # an all-zero row stays zero
+        q = torch.round(w / scale[:, None]).clamp_(-127, 127).to(torch.int8).contiguous()
+        self._keep.append(q)
+        return _Mat(w=q.data_ptr(), scale=self._ptr(scale))
 
     def _norm(self, norm) -> _Norm:
         return _Norm(kind=NORMS[norm.kind], affine=int(norm.affine), sums_index=int(norm.index),

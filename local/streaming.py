@@ -84,7 +84,9 @@ from local.inference import model_sizes
 
 __all__ = ["StreamingSeparator", "StreamStep", "check_streamable", "ENGINES"]
 
-ENGINES = ("script", "eager", "onnx", "native")
+ENGINES = ("script", "eager", "onnx", "native", "native-fp16", "native-int8")
+#: the C step's engines, by the storage of their weights (local.native_step.WEIGHTS)
+NATIVE_WEIGHTS = {"native": "fp32", "native-fp16": "fp16", "native-int8": "int8"}
 
 
 def check_streamable(model) -> None:
@@ -429,7 +431,10 @@ class StreamingSeparator:
             (the same module in Python), ``"onnx"`` (onnxruntime on ``model_stream.onnx``, CPU) or
             ``"native"`` (:mod:`local.native_step`: the same step as one C call, float32 on the CPU,
             compiled on first use; about 3x faster than ``"script"`` at one hop per call, level
-            at 8 hops, slower from 32, where the scripted step's matrix products win).
+            at 8 hops, slower from 32, where the scripted step's matrix products win), and its
+            opt-in reduced-precision twins ``"native-fp16"`` and ``"native-int8"`` (weights stored
+            in half precision or int8: faster still at one hop, not equal to float32 within 1e-4;
+            the benchmark reports their output SNR).
 
     ``process`` takes ``(time,)`` or ``(batch, time)`` float tensors and
     returns ``(n_src, n)`` or ``(batch, n_src, n)``, on the separator's device.
@@ -454,10 +459,10 @@ class StreamingSeparator:
             dtype = next(model.parameters()).dtype
             step = StreamStep(model).to(self.device).eval()
             self.dtype = dtype
-            if engine == "native":
+            if engine in NATIVE_WEIGHTS:
                 from local.native_step import NativeStreamStep
 
-                self.step = NativeStreamStep(step)
+                self.step = NativeStreamStep(step, weights=NATIVE_WEIGHTS[engine])
             else:
                 self.step = _frozen_script(step) if engine == "script" else step
             info = step
@@ -503,7 +508,7 @@ class StreamingSeparator:
             return self._out(buf.new_zeros(buf.shape[0], self.n_src, 0), squeeze)
         used = n_hops * self.stride
         self._head = buf[:, used:] if used < buf.shape[-1] else None
-        if self.engine in ("onnx", "native"):  # plain callables with their own state layout
+        if self.engine == "onnx" or self.engine in NATIVE_WEIGHTS:  # plain callables with their own state layout
             out, *state = self.step(buf[:, :used].contiguous(), *self._state)
         else:
             out, *state = self.step.stream(buf[:, :used].contiguous(), *self._state)
@@ -511,7 +516,7 @@ class StreamingSeparator:
         return self._out(out, squeeze)
 
     def _initial_state(self, pending: torch.Tensor) -> tuple:
-        if self.engine in ("onnx", "native"):  # the exported graph copies its caches in and out; C: ring buffers
+        if self.engine == "onnx" or self.engine in NATIVE_WEIGHTS:  # the graph copies its caches in and out; C: rings
             return (pending, *self.step.initial_state(pending.shape[0])[1:])
         _, frames_done, caches, sums, tail = self.step.initial_state(pending.shape[0])
         history, positions = self.step.initial_history(pending.shape[0])

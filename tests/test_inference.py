@@ -130,7 +130,7 @@ def test_reduced_precision_is_opt_in_and_reports_its_snr(mode, min_snr):
 def test_benchmark_quick_mode_prints_the_table(tmp_path):
     out = tmp_path / "table.md"
     res = subprocess.run([sys.executable, str(REPO / "benchmarks" / "benchmark_separation.py"), "--quick",
-                          "--paths", "fast", "torchscript", "onnx", "native", "--out", str(out)],
+                          "--paths", "fast", "torchscript", "onnx", "native", "native-int8", "--out", str(out)],
                          capture_output=True, text=True, cwd=REPO, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     table = out.read_text()
@@ -140,16 +140,20 @@ def test_benchmark_quick_mode_prints_the_table(tmp_path):
     assert [r.split(" | ")[0] for r in rows[1:]] == ["| asteroid ConvTasNet (stock)", "| eager (training-time model)",
                                                      "| fast (local.inference, default)", "| TorchScript model.ts",
                                                      "| ONNX Runtime model.onnx",
-                                                     "| C step (local.native_step, streaming only)"]
+                                                     "| C step (local.native_step, streaming only)",
+                                                     "| C step, int8 weights (opt-in)"]
     assert "failed" not in table and "error" not in table
-    for row in rows[1:-1]:  # the C step is streaming only: no offline cells
+    for row in rows[1:-2]:  # the C steps are streaming only: no offline cells
         diff = row.split(" | ")[6]  # path, RTF 1 s, RTF 2 s, x stock, peak 1 s, peak 2 s, diff
         assert float(diff) < TOL
-    assert rows[-1].split(" | ")[1:7] == ["-"] * 6
-    for row in rows[2:]:  # eager, fast, torchscript, onnx and the C step stream (fast: offline only)
+    for row in rows[-2:]:
+        assert row.split(" | ")[1:7] == ["-"] * 6
+    for row in rows[2:-1]:  # eager, fast, torchscript, onnx and the C step stream (fast: offline only)
         cells = row.split(" | ")
         if "fast" not in cells[0]:
             assert float(cells[-1].strip(" |")) < TOL
+    snr = rows[-1].split(" | ")[-1].strip(" |")  # int8 weights: their SNR against float32, not a difference
+    assert snr.startswith("SNR ") and snr.endswith(" dB") and float(snr.split()[1]) > 20
 
 
 # ------------------------------------------------------------------ GPU (pytest -m gpu)
