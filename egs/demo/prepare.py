@@ -16,7 +16,11 @@ the same settings):
    mode: ``wav8k/min/{split}/{mix,s1,s2}/*.wav`` + ``mix.json``, ``s1.json``,
    ``s2.json``.
 
-Everything is deterministic given ``seed`` (and the eSpeak NG version), and
+``--engine`` picks the synthesisers (eSpeak NG by default; Flite and SVOX Pico, whose voices
+are built from recorded speakers, in :mod:`egs.demo.flite` and :mod:`egs.demo.pico`); several
+engines share each split's speakers.
+
+Everything is deterministic given ``seed`` (and the synthesisers' versions), and
 independent of ``nj``. Usage::
 
     python -m egs.demo.prepare --out data/demo [--nj 2] [--seed 0] ...
