@@ -13,12 +13,12 @@ covering the source, the compiler's version and the CPU model and flags, so a ca
 another machine is never reused. The build is written to a temporary file and renamed, so an
 interrupted build is never picked up. Without a compiler the engine is refused in one line.
 
-``weights="fp16"`` or ``"int8"`` (engines ``native-fp16`` and ``native-int8``) store every weight
-matrix in half precision, or as int8 with one float32 scale per row (symmetric, the row's
-largest magnitude mapped to 127), in a build of their own: at one hop per call the step is
-bound by reading the weights, so it runs in about half or a third of the float32 time. The
-arithmetic stays float32. These are opt-in: their output is not equal to float32's within
-1e-4, and ``benchmarks/benchmark_separation.py`` reports its SNR against float32 instead.
+``weights="fp16"`` (engine ``native-fp16``) stores every weight matrix in half precision, in a
+build of its own: at one hop per call reading the weights is most of the step, and half the
+bytes made it 1.5-1.8x faster here (0.55-0.79 against 0.97-1.13 ms per frame, in-process A/B
+runs). The arithmetic stays float32. It is opt-in: its output is not equal to float32's within
+1e-4, and ``benchmarks/benchmark_separation.py`` reports its SNR against float32 instead
+(67 dB on random weights).
 """
 
 from __future__ import annotations
@@ -39,8 +39,7 @@ from local.compile_cache import _cpu_description
 SOURCE = Path(__file__).with_name("native_step.c")
 FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fPIC", "-shared", "-std=c11"]
 #: weight storage -> (the define that selects it in native_step.c, bytes per weight, torch dtype)
-WEIGHTS = {"fp32": ([], 4, torch.float32), "fp16": (["-DNATIVE_WEIGHTS_FP16"], 2, torch.float16),
-           "int8": (["-DNATIVE_WEIGHTS_INT8"], 1, torch.int8)}
+WEIGHTS = {"fp32": ([], 4, torch.float32), "fp16": (["-DNATIVE_WEIGHTS_FP16"], 2, torch.float16)}
 NORMS = {"cLN": 0, "cgLN": 1, "BN": 2}
 # every activation local.model accepts, by model_sizes' name (it refuses the others when the model is built)
 ENC_ACTS = {"identity": 0, "relu": 1, "sigmoid": 2}
@@ -51,7 +50,7 @@ _I = ctypes.c_int64
 
 
 class _Mat(ctypes.Structure):
-    _fields_ = [("w", _P), ("scale", _P)]
+    _fields_ = [("w", _P)]
 
 
 class _Norm(ctypes.Structure):
@@ -158,8 +157,8 @@ def _f32(t: torch.Tensor) -> torch.Tensor:
 class NativeStreamStep:
     """:class:`~local.streaming.StreamStep`'s arithmetic as one C call (CPU, float32).
 
-    ``weights``: how the weight matrices are stored, ``"fp32"`` (exact), ``"fp16"`` or ``"int8"``
-    (opt-in, see the module docstring).
+    ``weights``: how the weight matrices are stored, ``"fp32"`` (exact) or ``"fp16"`` (opt-in,
+    see the module docstring).
     ``initial_state(batch)`` -> ``(pending, frames_done, rings, positions, sums, tail)``;
     ``step(chunk, *state)`` -> ``(out, *state)``, the state updated in place.
     """
@@ -210,18 +209,9 @@ class NativeStreamStep:
 
     def _mat(self, tensor: torch.Tensor) -> _Mat:
         """A weight matrix (rows, cols) in this step's storage, kept alive with the step."""
-        w = _f32(tensor.reshape(tensor.shape[0], -1))
-        if self.weights == "fp32":
-            return _Mat(w=self._ptr(w), scale=None)
-        if self.weights == "fp16":
-            half = w.to(torch.float16).contiguous()
-            self._keep.append(half)
-            return _Mat(w=half.data_ptr(), scale=None)
-        peak = w.abs().amax(dim=1)
-        scale = torch.where(peak > 0, peak / 127.0, torch.ones_like(peak))  # an all-zero row stays zero
-        q = torch.round(w / scale[:, None]).clamp_(-127, 127).to(torch.int8).contiguous()
-        self._keep.append(q)
-        return _Mat(w=q.data_ptr(), scale=self._ptr(scale))
+        w = _f32(tensor.reshape(tensor.shape[0], -1)).to(WEIGHTS[self.weights][2]).contiguous()
+        self._keep.append(w)
+        return _Mat(w=w.data_ptr())
 
     def _norm(self, norm) -> _Norm:
         return _Norm(kind=NORMS[norm.kind], affine=int(norm.affine), sums_index=int(norm.index),

@@ -84,9 +84,9 @@ from local.inference import model_sizes
 
 __all__ = ["StreamingSeparator", "StreamStep", "check_streamable", "ENGINES"]
 
-ENGINES = ("script", "eager", "onnx", "native", "native-fp16", "native-int8")
+ENGINES = ("script", "eager", "onnx", "native", "native-fp16")
 #: the C step's engines, by the storage of their weights (local.native_step.WEIGHTS)
-NATIVE_WEIGHTS = {"native": "fp32", "native-fp16": "fp16", "native-int8": "int8"}
+NATIVE_WEIGHTS = {"native": "fp32", "native-fp16": "fp16"}
 
 
 def check_streamable(model) -> None:
@@ -432,9 +432,8 @@ class StreamingSeparator:
             ``"native"`` (:mod:`local.native_step`: the same step as one C call, float32 on the CPU,
             compiled on first use; about 3x faster than ``"script"`` at one hop per call, level
             at 8 hops, slower from 32, where the scripted step's matrix products win), and its
-            opt-in reduced-precision twins ``"native-fp16"`` and ``"native-int8"`` (weights stored
-            in half precision or int8: faster still at one hop, not equal to float32 within 1e-4;
-            the benchmark reports their output SNR).
+            opt-in twin ``"native-fp16"`` (weights stored in half precision: 1.5-1.8x faster
+            still at one hop, not equal to float32 within 1e-4; the benchmark reports its SNR).
 
     ``process`` takes ``(time,)`` or ``(batch, time)`` float tensors and
     returns ``(n_src, n)`` or ``(batch, n_src, n)``, on the separator's device.
