@@ -1,17 +1,20 @@
 # Download pinned Debian packages and unpack them into a folder, without root (sourced, never run).
 # Used by tools/install_flite.sh and tools/install_pico.sh, the demo's recorded-voice synthesisers.
 #
-#   debian_unpack NAME DEST CHECK "pool/path.deb SHA256" ...
+#   debian_unpack NAME DEST CHECK ELSEWHERE "pool/path.deb SHA256" ...
 #
-# NAME is what the messages call the software; CHECK is a command run with $1 = the unpacked root
+# NAME is what the messages call the software; ELSEWHERE says how to install it where Debian's
+# x86_64 packages do not run (another OS or CPU); CHECK is a command run with $1 = the unpacked root
 # (before it is moved into DEST) that must succeed on this machine. The packages are checked
 # against their pinned SHA-256, unpacked with dpkg-deb (or ar + tar) into a temporary folder
 # beside DEST and renamed into place only when CHECK passes, so an interrupted or failed run
 # leaves nothing a re-run would trust. DEST/.done marks a finished install: re-running does nothing.
 debian_unpack() {
-  local name=$1 dest=$2 check=$3; shift 3
+  local name=$1 dest=$2 check=$3 elsewhere=$4; shift 4
   local mirror=${DEBIAN_MIRROR:-https://deb.debian.org/debian}
   [ -f "$dest/.done" ] && return 0
+  [ "$(uname -sm)" = "Linux x86_64" ] \
+    || die "$name: this script unpacks Debian's x86_64 packages; on $(uname -sm) $elsewhere"
   command -v curl >/dev/null || die "installing $name needs curl"
   local tmp
   tmp=$(mktemp -d "$(dirname "$dest")/.$(basename "$dest").XXXXXX")

@@ -12,12 +12,11 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 . "$root/tools/log.sh"
 . "$root/tools/debian_unpack.sh"
-[ "$(uname -sm)" = "Linux x86_64" ] || [ -f "$root/tools/flite/.done" ] \
-  || die "tools/install_flite.sh unpacks Debian's x86_64 packages; on $(uname -sm) install Flite 2.2 with your package manager (apt install flite, brew install flite) and put it on PATH"
 
 # The libraries are found through LD_LIBRARY_PATH (egs/demo/flite.py sets it), not installed.
 flite_runs() { LD_LIBRARY_PATH=$1/usr/lib/x86_64-linux-gnu "$1/usr/bin/flite" -lv >/dev/null; }
 
 debian_unpack "Flite 2.2" "$root/tools/flite" flite_runs \
+  "install Flite 2.2 with your package manager (apt install flite, brew install flite) and put it on PATH" \
   "pool/main/f/flite/flite_2.2-5_amd64.deb f4ce03470bf9974c2cb9cacd981e6be29339ef4c97cf994dd6fa3f90e6544db9" \
   "pool/main/f/flite/libflite1_2.2-5_amd64.deb bfa8c591f1b47730b30b372ec38e02918a1c9795eada67684e1746390ad2f061"

@@ -13,8 +13,6 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 . "$root/tools/log.sh"
 . "$root/tools/debian_unpack.sh"
-[ "$(uname -sm)" = "Linux x86_64" ] || [ -f "$root/tools/pico/.done" ] \
-  || die "tools/install_pico.sh unpacks Debian's x86_64 packages; on $(uname -sm) install libttspico (apt install libttspico0 libttspico-data) instead"
 
 pico_runs() {
   "${PYTHON:-python3}" - "$1" <<'PY'
@@ -26,5 +24,6 @@ PY
 }
 
 debian_unpack "SVOX Pico" "$root/tools/pico" pico_runs \
+  "install libttspico with your package manager (apt install libttspico0 libttspico-data)" \
   "pool/non-free/s/svox/libttspico0_1.0+git20130326-13_amd64.deb fc9e4dbc664a7756ae73e83633d9987e6b0f2fd5248f04def8beb8de6df2cd02" \
   "pool/non-free/s/svox/libttspico-data_1.0+git20130326-13_all.deb 25c9904cef2471302634c03deff3ca96b588e22ea94929dda72d940584a3b84a"
