@@ -17,7 +17,7 @@
  * stored as _Float16, half the bytes to read per call, widened to float32 as it is loaded (the
  * arithmetic, biases, norms and depthwise taps stay float32). int8 rows with a float scale were
  * tried and dropped: widening int8 costs two instructions per 16 weights, and the step measured
- * no faster than float32 (0.97-1.01 against 0.97-1.13 ms per frame at one hop).
+ * no faster than float32 (0.97-1.01 against 0.97-1.30 ms per frame at one hop).
  */
 #include <math.h>
 #include <stdint.h>
@@ -57,11 +57,6 @@ static inline float vsum(vfloat a) {
 #define VW 0
 #endif
 
-/* A weight matrix, rows contiguous. */
-typedef struct {
-    const wtype *w;
-} Mat;
-
 /* Bytes per stored weight of this build (the loader checks it against what it asked for). */
 int64_t weight_bytes(void) { return (int64_t)sizeof(wtype); }
 
@@ -76,16 +71,16 @@ typedef struct {
 
 typedef struct {
     int64_t dilation, taps, out_rows, out_offset, slope1_n, slope2_n, ring, ring_offset;
-    Mat in_w, out_w;
+    const wtype *in_w, *out_w; /* weight matrices, rows contiguous */
     const float *in_b, *slope1, *dw_w, *dw_b, *slope2, *out_b;
     Norm norm1, norm2;
 } Block;
 
 typedef struct {
     int64_t N, L, hop, B, H, Sc, n_blocks, n_src, enc_act, mask_act, mask_slope_n, n_sums, ring_total;
-    Mat enc_w;   /* (N, L) */
-    Mat dec_w_t; /* (L, N) */
-    Mat bott_w, mask_w;
+    const wtype *enc_w;   /* (N, L) */
+    const wtype *dec_w_t; /* (L, N) */
+    const wtype *bott_w, *mask_w;
     const float *bott_b, *mask_slope, *mask_b;
     Norm norm0;
     const Block *blocks;
@@ -94,9 +89,8 @@ typedef struct {
 /* y[f, :rows] (+)= W x[f] + b for the k frames; x rows x_stride apart, y rows y_stride apart.
  * Four weight rows at a time: four independent sums hide the FMA latency, and each row is
  * read from memory once for all k frames. */
-static void linear(const Mat *M, const float *restrict b, const float *restrict x, float *restrict y,
+static void linear(const wtype *restrict W, const float *restrict b, const float *restrict x, float *restrict y,
                    int64_t rows, int64_t cols, int64_t k, int64_t x_stride, int64_t y_stride, int accumulate) {
-    const wtype *restrict W = M->w;
     int64_t o = 0;
     for (; o + 4 <= rows; o += 4) {
         const wtype *w0 = W + o * cols, *w1 = w0 + cols, *w2 = w1 + cols, *w3 = w2 + cols;
@@ -239,19 +233,19 @@ void stream_step(const Model *m, int64_t batch, int64_t k, const float *chunk, f
         memcpy(cat, pend, (size_t)overlap * sizeof(float));
         memcpy(cat + overlap, chunk + s * k * hop, (size_t)(k * hop) * sizeof(float));
         memcpy(pend, cat + k * hop, (size_t)overlap * sizeof(float));
-        linear(&m->enc_w, NULL, cat, tf, N, L, k, hop, N, 0);
+        linear(m->enc_w, NULL, cat, tf, N, L, k, hop, N, 0);
         act(tf, k * N, m->enc_act);
 
         /* bottleneck: norm, 1x1 conv (the norm's affine part folded in); the skip sum starts at 0 */
         memcpy(xn, tf, (size_t)(k * N) * sizeof(float));
         for (int64_t f = 0; f < k; ++f)
             norm_frame(&m->norm0, xn + f * N, N, frames_done + f + 1, sm + 2 * m->norm0.sums_index);
-        linear(&m->bott_w, m->bott_b, xn, acc, B, N, k, N, W, 0);
+        linear(m->bott_w, m->bott_b, xn, acc, B, N, k, N, W, 0);
         for (int64_t f = 0; f < k; ++f) memset(acc + f * W + B, 0, (size_t)Sc * sizeof(float));
 
         for (int64_t i = 0; i < m->n_blocks; ++i) {
             const Block *bl = m->blocks + i;
-            linear(&bl->in_w, bl->in_b, acc, h, H, B, k, W, H, 0);
+            linear(bl->in_w, bl->in_b, acc, h, H, B, k, W, H, 0);
             prelu(h, k * H, H, bl->slope1, bl->slope1_n);
             float *ring = ring_s + bl->ring_offset * H;
             for (int64_t f = 0; f < k; ++f) {
@@ -274,14 +268,14 @@ void stream_step(const Model *m, int64_t batch, int64_t k, const float *chunk, f
             for (int64_t f = 0; f < k; ++f)
                 norm_frame(&bl->norm2, y + f * H, H, frames_done + f + 1, sm + 2 * bl->norm2.sums_index);
             /* residual and skip 1x1 convs as one product, added to the residual stream | skip sum */
-            linear(&bl->out_w, bl->out_b, y, acc + bl->out_offset, bl->out_rows, H, k, H, W, 1);
+            linear(bl->out_w, bl->out_b, y, acc + bl->out_offset, bl->out_rows, H, k, H, W, 1);
         }
 
         /* masks from the skip sum (or the residual stream without skip connections) */
         const int64_t mc = Sc ? Sc : B;
         for (int64_t f = 0; f < k; ++f) memcpy(xn + f * mc, acc + f * W + (Sc ? B : 0), (size_t)mc * sizeof(float));
         prelu(xn, k * mc, mc, m->mask_slope, m->mask_slope_n);
-        linear(&m->mask_w, m->mask_b, xn, score, ns * N, mc, k, mc, ns * N, 0);
+        linear(m->mask_w, m->mask_b, xn, score, ns * N, mc, k, mc, ns * N, 0);
         if (m->mask_act == ACT_SOFTMAX) { /* over the sources, for each basis */
             for (int64_t f = 0; f < k; ++f)
                 for (int64_t n = 0; n < N; ++n) {
@@ -302,7 +296,7 @@ void stream_step(const Model *m, int64_t batch, int64_t k, const float *chunk, f
 
         /* decoder: each source's frame is dec_w^T masked, overlap-added with the carried tail */
         for (int64_t f = 0; f < k; ++f) {
-            linear(&m->dec_w_t, NULL, score + f * ns * N, frame_out, L, N, ns, N, L, 0);
+            linear(m->dec_w_t, NULL, score + f * ns * N, frame_out, L, N, ns, N, L, 0);
             for (int64_t j = 0; j < ns; ++j) {
                 float *fo = frame_out + j * L, *t = tl + j * overlap;
                 for (int64_t l = 0; l < overlap; ++l) fo[l] += t[l];

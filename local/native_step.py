@@ -15,8 +15,8 @@ interrupted build is never picked up. Without a compiler the engine is refused i
 
 ``weights="fp16"`` (engine ``native-fp16``) stores every weight matrix in half precision, in a
 build of its own: at one hop per call reading the weights is most of the step, and half the
-bytes made it 1.5-1.8x faster here (0.55-0.79 against 0.97-1.13 ms per frame, in-process A/B
-runs). The arithmetic stays float32. It is opt-in: its output is not equal to float32's within
+bytes made it 1.5-1.8x faster here (0.55-0.79 against 0.97-1.30 ms per frame, in-process A/B
+runs on a noisy day). The arithmetic stays float32. It is opt-in: its output is not equal to float32's within
 1e-4, and ``benchmarks/benchmark_separation.py`` reports its SNR against float32 instead
 (67 dB on random weights).
 """
@@ -38,8 +38,8 @@ from local.compile_cache import _cpu_description
 
 SOURCE = Path(__file__).with_name("native_step.c")
 FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fPIC", "-shared", "-std=c11"]
-#: weight storage -> (the define that selects it in native_step.c, bytes per weight, torch dtype)
-WEIGHTS = {"fp32": ([], 4, torch.float32), "fp16": (["-DNATIVE_WEIGHTS_FP16"], 2, torch.float16)}
+#: weight storage -> (the define that selects it in native_step.c, the torch dtype of the stored weights)
+WEIGHTS = {"fp32": ([], torch.float32), "fp16": (["-DNATIVE_WEIGHTS_FP16"], torch.float16)}
 NORMS = {"cLN": 0, "cgLN": 1, "BN": 2}
 # every activation local.model accepts, by model_sizes' name (it refuses the others when the model is built)
 ENC_ACTS = {"identity": 0, "relu": 1, "sigmoid": 2}
@@ -47,10 +47,6 @@ MASK_ACTS = {"relu": 1, "sigmoid": 2, "softmax": 3}
 
 _P = ctypes.c_void_p
 _I = ctypes.c_int64
-
-
-class _Mat(ctypes.Structure):
-    _fields_ = [("w", _P)]
 
 
 class _Norm(ctypes.Structure):
@@ -61,16 +57,14 @@ class _Norm(ctypes.Structure):
 class _Block(ctypes.Structure):
     _fields_ = [(name, _I) for name in ("dilation", "taps", "out_rows", "out_offset", "slope1_n", "slope2_n",
                                         "ring", "ring_offset")] + \
-               [("in_w", _Mat), ("out_w", _Mat)] + \
-               [(name, _P) for name in ("in_b", "slope1", "dw_w", "dw_b", "slope2", "out_b")] + \
+               [(name, _P) for name in ("in_w", "out_w", "in_b", "slope1", "dw_w", "dw_b", "slope2", "out_b")] + \
                [("norm1", _Norm), ("norm2", _Norm)]
 
 
 class _Model(ctypes.Structure):
     _fields_ = [(name, _I) for name in ("N", "L", "hop", "B", "H", "Sc", "n_blocks", "n_src", "enc_act",
                                         "mask_act", "mask_slope_n", "n_sums", "ring_total")] + \
-               [(name, _Mat) for name in ("enc_w", "dec_w_t", "bott_w", "mask_w")] + \
-               [(name, _P) for name in ("bott_b", "mask_slope", "mask_b")] + \
+               [(name, _P) for name in ("enc_w", "dec_w_t", "bott_w", "mask_w", "bott_b", "mask_slope", "mask_b")] + \
                [("norm0", _Norm), ("blocks", _P)]
 
 
@@ -139,7 +133,7 @@ def load_library(weights: str = "fp32") -> ctypes.CDLL:
                 os.unlink(tmp)
     lib = ctypes.CDLL(str(path))
     lib.weight_bytes.restype = _I
-    if lib.weight_bytes() != WEIGHTS[weights][1]:  # a build of the other storage under this name: never use it
+    if lib.weight_bytes() != WEIGHTS[weights][1].itemsize:  # a build of the other storage under this name: never use it
         raise NativeBuildError(f"engine='native': {path} stores {lib.weight_bytes()}-byte weights, not {weights}; "
                                "delete it to rebuild")
     lib.work_floats.restype = _I
@@ -207,11 +201,11 @@ class NativeStreamStep:
         self._keep.append(t)
         return t.data_ptr()
 
-    def _mat(self, tensor: torch.Tensor) -> _Mat:
+    def _mat(self, tensor: torch.Tensor) -> int:
         """A weight matrix (rows, cols) in this step's storage, kept alive with the step."""
-        w = _f32(tensor.reshape(tensor.shape[0], -1)).to(WEIGHTS[self.weights][2]).contiguous()
+        w = _f32(tensor.reshape(tensor.shape[0], -1)).to(WEIGHTS[self.weights][1]).contiguous()
         self._keep.append(w)
-        return _Mat(w=w.data_ptr())
+        return w.data_ptr()
 
     def _norm(self, norm) -> _Norm:
         return _Norm(kind=NORMS[norm.kind], affine=int(norm.affine), sums_index=int(norm.index),

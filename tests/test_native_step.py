@@ -54,8 +54,8 @@ def test_fp16_weights_stay_close_to_float32():
 def test_each_weight_storage_has_its_own_build():
     paths = {w: native_step.library_path(w) for w in native_step.WEIGHTS}
     assert len(set(paths.values())) == len(native_step.WEIGHTS) == 2
-    for weights, (_, size, _) in native_step.WEIGHTS.items():
-        assert native_step.load_library(weights).weight_bytes() == size
+    for weights, (_, dtype) in native_step.WEIGHTS.items():
+        assert native_step.load_library(weights).weight_bytes() == dtype.itemsize
 
 
 def test_the_callers_audio_is_never_written():
