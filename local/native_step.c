@@ -7,8 +7,8 @@
  * Why it exists: at one hop per call the TorchScript step spends most of its time on the
  * ~900 small operator calls, not on arithmetic. Here a call is one function; the work is the
  * matrix-vector products (every weight is read once per call, so memory bandwidth is the floor)
- * plus a few passes over vectors of 512 floats. With k > 1 hops each weight row is reused for
- * the k frames while it is in L1.
+ * plus a few passes over vectors of 512 floats. With k > 1 hops each weight vector is reused,
+ * from a register, for a tile of frames (see `linear`).
  *
  * Layout: every activation is frames-major, (k, channels); the depthwise convolution keeps
  * each block's last (P - 1) * dilation + 1 frames in a ring buffer (its causal left context).
@@ -29,33 +29,53 @@ typedef _Float16 wtype;
 typedef float wtype;
 #endif
 
-/* fp16 weights widened to float32 a vector at a time (AVX-512: 16, F16C + FMA: 8): GCC 12 does not
- * vectorise the widening in the plain loop (scalar vcvtsh2ss, 15 ms per frame instead of 0.55-0.79). */
-#if defined(NATIVE_WEIGHTS_FP16) && defined(__AVX512F__)
+/* The vector type of this build: VW floats, and a weight vector loaded (widened from fp16) from
+ * memory. GCC 12 left the fp16 widening scalar in a plain loop (vcvtsh2ss, 15 ms per frame
+ * instead of 0.55-0.79), and -std=c11 forbids contracting a * b + c into an FMA, so both are
+ * spelt out: AVX-512 (16 floats), AVX2 + FMA (+ F16C for fp16 weights: 8), else GCC's generic
+ * vectors of 4 (SSE or NEON width: any other CPU; the compiler picks its instructions). */
+#if defined(__AVX512F__)
 #include <immintrin.h>
 #define VW 16
 typedef __m512 vfloat;
-static inline vfloat vzero(void) { return _mm512_setzero_ps(); }
 static inline vfloat vload(const float *x) { return _mm512_loadu_ps(x); }
-static inline vfloat vwiden(const wtype *w) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)w)); }
+static inline void vstore(float *y, vfloat v) { _mm512_storeu_ps(y, v); }
+static inline vfloat vset1(float s) { return _mm512_set1_ps(s); }
 static inline vfloat vfma(vfloat a, vfloat b, vfloat c) { return _mm512_fmadd_ps(a, b, c); }
-static inline float vsum(vfloat a) { return _mm512_reduce_add_ps(a); }
-#elif defined(NATIVE_WEIGHTS_FP16) && defined(__F16C__) && defined(__FMA__)
+#if defined(NATIVE_WEIGHTS_FP16)
+static inline vfloat vloadw(const wtype *w) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)w)); }
+#else
+static inline vfloat vloadw(const wtype *w) { return _mm512_loadu_ps(w); }
+#endif
+#elif defined(__AVX2__) && defined(__FMA__) && (!defined(NATIVE_WEIGHTS_FP16) || defined(__F16C__))
 #include <immintrin.h>
 #define VW 8
 typedef __m256 vfloat;
-static inline vfloat vzero(void) { return _mm256_setzero_ps(); }
 static inline vfloat vload(const float *x) { return _mm256_loadu_ps(x); }
-static inline vfloat vwiden(const wtype *w) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)w)); }
+static inline void vstore(float *y, vfloat v) { _mm256_storeu_ps(y, v); }
+static inline vfloat vset1(float s) { return _mm256_set1_ps(s); }
 static inline vfloat vfma(vfloat a, vfloat b, vfloat c) { return _mm256_fmadd_ps(a, b, c); }
-static inline float vsum(vfloat a) {
-    __m128 q = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-    q = _mm_add_ps(q, _mm_movehl_ps(q, q));
-    return _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)));
-}
+#if defined(NATIVE_WEIGHTS_FP16)
+static inline vfloat vloadw(const wtype *w) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)w)); }
 #else
-#define VW 0
+static inline vfloat vloadw(const wtype *w) { return _mm256_loadu_ps(w); }
 #endif
+#else
+#define VW 4
+typedef float vfloat __attribute__((vector_size(VW * sizeof(float))));
+static inline vfloat vload(const float *x) { vfloat v; memcpy(&v, x, sizeof v); return v; }
+static inline void vstore(float *y, vfloat v) { memcpy(y, &v, sizeof v); }
+static inline vfloat vset1(float s) { return (vfloat){0} + s; }
+static inline vfloat vfma(vfloat a, vfloat b, vfloat c) { return a * b + c; }
+static inline vfloat vloadw(const wtype *w) {
+    vfloat v;
+    for (int i = 0; i < VW; ++i) v[i] = (float)w[i];
+    return v;
+}
+#endif
+
+/* Rows per panel of a stored weight matrix (NativeStreamStep packs them so). */
+int64_t panel_rows(void) { return VW; }
 
 /* Bytes per stored weight of this build (the loader checks it against what it asked for). */
 int64_t weight_bytes(void) { return (int64_t)sizeof(wtype); }
@@ -86,56 +106,76 @@ typedef struct {
     const Block *blocks;
 } Model;
 
-/* y[f, :rows] (+)= W x[f] + b for the k frames; x rows x_stride apart, y rows y_stride apart.
- * Four weight rows at a time: four independent sums hide the FMA latency, and each row is
- * read from memory once for all k frames. */
+/* Weight matrices are stored in panels of VW rows, each panel column-major: W[o, j] of an (R, C)
+ * matrix is at ((o / VW) * C + j) * VW + o % VW, the rows padded to whole panels with zeros. A
+ * frame's VW outputs are then one vector sum of C weight vectors scaled by the input's C values:
+ * no horizontal sums, which took as long as the products for the 128-column matrices, and a
+ * panel's weights are read once for a tile of frames. */
+enum { TILE_PANELS = 4, TILE_FRAMES = VW == 16 ? 4 : 2 }; /* accumulators + weights fit the registers */
+
+/* Panels [p, p + np) times frames [f, f + nf) of y (+)= W x + b; np and nf are constants where
+ * it is inlined, so acc and wv live in registers. */
+static inline __attribute__((always_inline)) void tile(const int np, const int nf, const wtype *restrict W,
+        const float *restrict b, const float *restrict x, float *restrict y, int64_t rows, int64_t cols,
+        int64_t p, int64_t f, int64_t x_stride, int64_t y_stride, int accumulate) {
+    vfloat acc[TILE_PANELS][TILE_FRAMES];
+    const wtype *w = W + p * cols * VW;
+#pragma GCC unroll 4
+    for (int r = 0; r < np; ++r)
+#pragma GCC unroll 4
+        for (int t = 0; t < nf; ++t) acc[r][t] = vset1(0.f);
+    for (int64_t j = 0; j < cols; ++j) {
+        vfloat wv[TILE_PANELS];
+#pragma GCC unroll 4
+        for (int r = 0; r < np; ++r) wv[r] = vloadw(w + (r * cols + j) * VW);
+#pragma GCC unroll 4
+        for (int t = 0; t < nf; ++t) {
+            const vfloat xv = vset1(x[(f + t) * x_stride + j]);
+#pragma GCC unroll 4
+            for (int r = 0; r < np; ++r) acc[r][t] = vfma(wv[r], xv, acc[r][t]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < np; ++r) {
+        const int64_t o = (p + r) * VW, n = rows - o < VW ? rows - o : VW;
+#pragma GCC unroll 4
+        for (int t = 0; t < nf; ++t) {
+            float *yf = y + (f + t) * y_stride + o;
+            if (n == VW) {
+                vfloat v = acc[r][t];
+                if (b) v = v + vload(b + o);
+                if (accumulate) v = v + vload(yf);
+                vstore(yf, v);
+            } else { /* the last, padded panel */
+                float part[VW];
+                vstore(part, acc[r][t]);
+                for (int64_t i = 0; i < n; ++i) {
+                    const float v = part[i] + (b ? b[o + i] : 0.f);
+                    yf[i] = accumulate ? yf[i] + v : v;
+                }
+            }
+        }
+    }
+}
+
+/* Panels [p, p + np) for all k frames, a tile of frames at a time. */
+static inline __attribute__((always_inline)) void panel_rows_all_frames(const int np, const wtype *restrict W,
+        const float *restrict b, const float *restrict x, float *restrict y, int64_t rows, int64_t cols, int64_t k,
+        int64_t p, int64_t x_stride, int64_t y_stride, int accumulate) {
+    int64_t f = 0;
+    for (; f + TILE_FRAMES <= k; f += TILE_FRAMES)
+        tile(np, TILE_FRAMES, W, b, x, y, rows, cols, p, f, x_stride, y_stride, accumulate);
+    for (; f < k; ++f) tile(np, 1, W, b, x, y, rows, cols, p, f, x_stride, y_stride, accumulate);
+}
+
+/* y[f, :rows] (+)= W x[f] + b for the k frames; x rows x_stride apart, y rows y_stride apart. */
 static void linear(const wtype *restrict W, const float *restrict b, const float *restrict x, float *restrict y,
                    int64_t rows, int64_t cols, int64_t k, int64_t x_stride, int64_t y_stride, int accumulate) {
-    int64_t o = 0;
-    for (; o + 4 <= rows; o += 4) {
-        const wtype *w0 = W + o * cols, *w1 = w0 + cols, *w2 = w1 + cols, *w3 = w2 + cols;
-        for (int64_t f = 0; f < k; ++f) {
-            const float *xf = x + f * x_stride;
-            float s0 = 0.f, s1 = 0.f, s2 = 0.f, s3 = 0.f;
-            int64_t start = 0;
-#if VW
-            /* the stored weights widened a vector at a time (see vwiden); the loop below does the rest */
-            vfloat a0 = vzero(), a1 = a0, a2 = a0, a3 = a0;
-            for (; start + VW <= cols; start += VW) {
-                const vfloat v = vload(xf + start);
-                a0 = vfma(vwiden(w0 + start), v, a0);
-                a1 = vfma(vwiden(w1 + start), v, a1);
-                a2 = vfma(vwiden(w2 + start), v, a2);
-                a3 = vfma(vwiden(w3 + start), v, a3);
-            }
-            s0 = vsum(a0); s1 = vsum(a1); s2 = vsum(a2); s3 = vsum(a3);
-#endif
-#pragma omp simd reduction(+ : s0, s1, s2, s3)
-            for (int64_t i = start; i < cols; ++i) {
-                const float v = xf[i];
-                s0 += (float)w0[i] * v;
-                s1 += (float)w1[i] * v;
-                s2 += (float)w2[i] * v;
-                s3 += (float)w3[i] * v;
-            }
-            float *yf = y + f * y_stride + o;
-            if (b) { s0 += b[o]; s1 += b[o + 1]; s2 += b[o + 2]; s3 += b[o + 3]; }
-            if (accumulate) { yf[0] += s0; yf[1] += s1; yf[2] += s2; yf[3] += s3; }
-            else { yf[0] = s0; yf[1] = s1; yf[2] = s2; yf[3] = s3; }
-        }
-    }
-    for (; o < rows; ++o) {
-        const wtype *w0 = W + o * cols;
-        for (int64_t f = 0; f < k; ++f) {
-            const float *xf = x + f * x_stride;
-            float s0 = 0.f;
-#pragma omp simd reduction(+ : s0)
-            for (int64_t i = 0; i < cols; ++i) s0 += (float)w0[i] * xf[i];
-            if (b) s0 += b[o];
-            float *yf = y + f * y_stride + o;
-            if (accumulate) yf[0] += s0; else yf[0] = s0;
-        }
-    }
+    const int64_t panels = (rows + VW - 1) / VW;
+    int64_t p = 0;
+    for (; p + TILE_PANELS <= panels; p += TILE_PANELS)
+        panel_rows_all_frames(TILE_PANELS, W, b, x, y, rows, cols, k, p, x_stride, y_stride, accumulate);
+    for (; p < panels; ++p) panel_rows_all_frames(1, W, b, x, y, rows, cols, k, p, x_stride, y_stride, accumulate);
 }
 
 /* PReLU in place: one shared slope (n == 1) or one per channel. */

@@ -136,6 +136,7 @@ def load_library(weights: str = "fp32") -> ctypes.CDLL:
     if lib.weight_bytes() != WEIGHTS[weights][1].itemsize:  # a build of the other storage under this name: never use it
         raise NativeBuildError(f"engine='native': {path} stores {lib.weight_bytes()}-byte weights, not {weights}; "
                                "delete it to rebuild")
+    lib.panel_rows.restype = _I
     lib.work_floats.restype = _I
     lib.work_floats.argtypes = [ctypes.POINTER(_Model), _I]
     lib.stream_step.restype = None
@@ -168,6 +169,7 @@ class NativeStreamStep:
             raise ValueError(f"engine='native' runs float32 on the CPU, not {ref.dtype} on {ref.device}: "
                              "use engine='script' there")
         self._lib = load_library(weights)  # after the checks: a refused model compiles nothing
+        self._panel = int(self._lib.panel_rows())
         self._keep: List[torch.Tensor] = []  # every tensor the C structs point into
         blocks = list(step.blocks)
         self.rings = [int(b.cache_size) + 1 for b in blocks]
@@ -202,10 +204,15 @@ class NativeStreamStep:
         return t.data_ptr()
 
     def _mat(self, tensor: torch.Tensor) -> int:
-        """A weight matrix (rows, cols) in this step's storage, kept alive with the step."""
-        w = _f32(tensor.reshape(tensor.shape[0], -1)).to(WEIGHTS[self.weights][1]).contiguous()
-        self._keep.append(w)
-        return w.data_ptr()
+        """A weight matrix (rows, cols) in this step's storage and layout, kept alive with the step:
+        panels of ``panel_rows()`` rows (the last one padded with zeros), each stored column-major
+        (see ``linear`` in native_step.c)."""
+        w = _f32(tensor.reshape(tensor.shape[0], -1))
+        rows, cols = w.shape
+        w = torch.cat([w, w.new_zeros((-rows) % self._panel, cols)])
+        packed = w.reshape(-1, self._panel, cols).transpose(1, 2).to(WEIGHTS[self.weights][1]).contiguous()
+        self._keep.append(packed)
+        return packed.data_ptr()
 
     def _norm(self, norm) -> _Norm:
         return _Norm(kind=NORMS[norm.kind], affine=int(norm.affine), sums_index=int(norm.index),

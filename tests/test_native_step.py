@@ -3,6 +3,7 @@ variant it accepts, the caller's audio untouched, a build cache keyed by the mac
 one-line errors where it cannot run (no compiler, a failing compiler, GPU or float64)."""
 
 import os
+import platform
 import stat
 
 import pytest
@@ -56,6 +57,37 @@ def test_each_weight_storage_has_its_own_build():
     assert len(set(paths.values())) == len(native_step.WEIGHTS) == 2
     for weights, (_, dtype) in native_step.WEIGHTS.items():
         assert native_step.load_library(weights).weight_bytes() == dtype.itemsize
+
+
+def _has_cpu_flags(*flags) -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            have = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return all(flag in have for flag in flags)
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="x86-64 instruction sets")
+@pytest.mark.parametrize("march, panel", [("x86-64", 4), ("haswell", 8), ("native", None)])
+def test_every_vector_width_computes_the_same(fresh_build, monkeypatch, march, panel):
+    """Each branch of native_step.c's vector layer (generic 4-wide, AVX2 8-wide, this CPU's), with
+    sizes that leave the last weight panel part-filled (30, 10 and 18 rows)."""
+    if march == "haswell" and not _has_cpu_flags("avx2", "fma", "f16c"):
+        pytest.skip("this CPU runs no AVX2 code")
+    monkeypatch.setattr(native_step, "FLAGS", [f"-march={march}" if f.startswith("-march=") else f
+                                               for f in native_step.FLAGS])
+    model = causal_model("cgLN", n_filters=30, bn_chan=10, hid_chan=18, skip_chan=10)
+    x = torch.randn(1, 1601, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        offline = model(x)
+    exact = StreamingSeparator(model, device="cpu", engine="native")
+    if panel:
+        assert exact.step._panel == panel
+    assert (stream(exact, x, [1, 9, 40]) - offline).abs().max() < TOL
+    from local.inference import output_snr
+    half = stream(StreamingSeparator(model, device="cpu", engine="native-fp16"), x, [1, 9, 40])
+    assert output_snr(offline, half) > 50.0
 
 
 def test_the_callers_audio_is_never_written():
