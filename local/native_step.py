@@ -140,7 +140,7 @@ def load_library(weights: str = "fp32") -> ctypes.CDLL:
     lib.work_floats.restype = _I
     lib.work_floats.argtypes = [ctypes.POINTER(_Model), _I]
     lib.stream_step.restype = None
-    lib.stream_step.argtypes = [ctypes.POINTER(_Model), _I, _I, _P, _P, _P, _P, _P, _P, _P, _I, _P]
+    lib.stream_step.argtypes = [ctypes.POINTER(_Model), _I, _I, _P, _P, _P, _P, _P, _P, _P, _P, _P]
     _LIBRARIES[weights] = lib
     return lib
 
@@ -195,8 +195,10 @@ class NativeStreamStep:
             bott_w=self._mat(step.bottleneck_w), mask_w=self._mat(step.mask_w), bott_b=self._ptr(step.bottleneck_b),
             mask_slope=self._ptr(step.mask_act_w), mask_b=self._ptr(step.mask_b),
             norm0=self._norm(step.norm0), blocks=ctypes.cast(self._blocks, _P))
+        self._model_ref = ctypes.byref(self._model)
         self.n_sums = int(step.n_sums)
         self._work = torch.empty(0)
+        self._work_floats: Dict[int, int] = {}  # hops per call -> scratch floats
 
     def _ptr(self, tensor: torch.Tensor) -> int:
         t = _f32(tensor)
@@ -226,14 +228,18 @@ class NativeStreamStep:
                 torch.zeros(batch, self.n_sums, 2, dtype=torch.float64), torch.zeros(batch, self.n_src, overlap))
 
     def __call__(self, chunk, pending, frames_done, rings, positions, sums, tail):
-        chunk = _f32(chunk)
+        # At one hop per call every tensor operation here costs 5-10 us (the step has just streamed
+        # the weights through the caches), as much as the norms of the whole model: hence the checks
+        # before converting, the cached scratch size, and frames_done advanced by the C code.
+        if chunk.dtype != torch.float32 or chunk.device.type != "cpu" or not chunk.is_contiguous():
+            chunk = _f32(chunk)
         batch, k = chunk.shape[0], chunk.shape[1] // self.stride
-        need = int(self._lib.work_floats(ctypes.byref(self._model), k))
-        if self._work.numel() < need:
-            self._work = torch.empty(need)
+        if k not in self._work_floats:
+            self._work_floats[k] = int(self._lib.work_floats(self._model_ref, k))
+            if self._work.numel() < self._work_floats[k]:
+                self._work = torch.empty(self._work_floats[k])
         out = torch.empty(batch, self.n_src, k * self.stride)
-        self._lib.stream_step(ctypes.byref(self._model), batch, k, chunk.data_ptr(), out.data_ptr(),
-                              pending.data_ptr(), tail.data_ptr(), sums.data_ptr(), rings.data_ptr(),
-                              positions.data_ptr(), int(frames_done[0]), self._work.data_ptr())
-        frames_done += k
+        self._lib.stream_step(self._model_ref, batch, k, chunk.data_ptr(), out.data_ptr(), pending.data_ptr(),
+                              tail.data_ptr(), sums.data_ptr(), rings.data_ptr(), positions.data_ptr(),
+                              frames_done.data_ptr(), self._work.data_ptr())
         return out, pending, frames_done, rings, positions, sums, tail
