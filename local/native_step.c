@@ -25,6 +25,8 @@
 
 #if defined(NATIVE_WEIGHTS_FP16)
 typedef _Float16 wtype;
+#elif defined(NATIVE_WEIGHTS_INT8)
+typedef int8_t wtype; /* with a float scale per row */
 #else
 typedef float wtype;
 #endif
@@ -44,6 +46,8 @@ static inline vfloat vset1(float s) { return _mm512_set1_ps(s); }
 static inline vfloat vfma(vfloat a, vfloat b, vfloat c) { return _mm512_fmadd_ps(a, b, c); }
 #if defined(NATIVE_WEIGHTS_FP16)
 static inline vfloat vloadw(const wtype *w) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)w)); }
+#elif defined(NATIVE_WEIGHTS_INT8)
+static inline vfloat vloadw(const wtype *w) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)w))); }
 #else
 static inline vfloat vloadw(const wtype *w) { return _mm512_loadu_ps(w); }
 #endif
@@ -57,6 +61,8 @@ static inline vfloat vset1(float s) { return _mm256_set1_ps(s); }
 static inline vfloat vfma(vfloat a, vfloat b, vfloat c) { return _mm256_fmadd_ps(a, b, c); }
 #if defined(NATIVE_WEIGHTS_FP16)
 static inline vfloat vloadw(const wtype *w) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)w)); }
+#elif defined(NATIVE_WEIGHTS_INT8)
+static inline vfloat vloadw(const wtype *w) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)w))); }
 #else
 static inline vfloat vloadw(const wtype *w) { return _mm256_loadu_ps(w); }
 #endif
@@ -89,18 +95,24 @@ typedef struct {
     const float *scale, *shift;  /* BN: x * scale + shift (gamma and beta included when affine) */
 } Norm;
 
+/* A weight matrix in panels (see `linear`), and its per-row scale in the int8 build (else NULL). */
+typedef struct {
+    const wtype *w;
+    const float *scale;
+} Mat;
+
 typedef struct {
     int64_t dilation, taps, out_rows, out_offset, slope1_n, slope2_n, ring, ring_offset;
-    const wtype *in_w, *out_w; /* weight matrices, rows contiguous */
+    Mat in_w, out_w;
     const float *in_b, *slope1, *dw_w, *dw_b, *slope2, *out_b;
     Norm norm1, norm2;
 } Block;
 
 typedef struct {
     int64_t N, L, hop, B, H, Sc, n_blocks, n_src, enc_act, mask_act, mask_slope_n, n_sums, ring_total;
-    const wtype *enc_w;   /* (N, L) */
-    const wtype *dec_w_t; /* (L, N) */
-    const wtype *bott_w, *mask_w;
+    Mat enc_w;   /* (N, L) */
+    Mat dec_w_t; /* (L, N) */
+    Mat bott_w, mask_w;
     const float *bott_b, *mask_slope, *mask_b;
     Norm norm0;
     const Block *blocks;
@@ -115,11 +127,12 @@ enum { TILE_PANELS = 4, TILE_FRAMES = VW == 16 ? 4 : 2 }; /* accumulators + weig
 
 /* Panels [p, p + np) times frames [f, f + nf) of y (+)= W x + b; np and nf are constants where
  * it is inlined, so acc and wv live in registers. */
-static inline __attribute__((always_inline)) void tile(const int np, const int nf, const wtype *restrict W,
+static inline __attribute__((always_inline)) void tile(const int np, const int nf, const Mat *M,
         const float *restrict b, const float *restrict x, float *restrict y, int64_t rows, int64_t cols,
         int64_t p, int64_t f, int64_t x_stride, int64_t y_stride, int accumulate) {
     vfloat acc[TILE_PANELS][TILE_FRAMES];
-    const wtype *w = W + p * cols * VW;
+    const wtype *restrict w = M->w + p * cols * VW;
+    const float *restrict scale = M->scale;
 #pragma GCC unroll 4
     for (int r = 0; r < np; ++r)
 #pragma GCC unroll 4
@@ -143,6 +156,7 @@ static inline __attribute__((always_inline)) void tile(const int np, const int n
             float *yf = y + (f + t) * y_stride + o;
             if (n == VW) {
                 vfloat v = acc[r][t];
+                if (scale) v = v * vload(scale + o);
                 if (b) v = v + vload(b + o);
                 if (accumulate) v = v + vload(yf);
                 vstore(yf, v);
@@ -150,7 +164,7 @@ static inline __attribute__((always_inline)) void tile(const int np, const int n
                 float part[VW];
                 vstore(part, acc[r][t]);
                 for (int64_t i = 0; i < n; ++i) {
-                    const float v = part[i] + (b ? b[o + i] : 0.f);
+                    const float v = part[i] * (scale ? scale[o + i] : 1.f) + (b ? b[o + i] : 0.f);
                     yf[i] = accumulate ? yf[i] + v : v;
                 }
             }
@@ -159,7 +173,7 @@ static inline __attribute__((always_inline)) void tile(const int np, const int n
 }
 
 /* Panels [p, p + np) for all k frames, a tile of frames at a time. */
-static inline __attribute__((always_inline)) void panel_rows_all_frames(const int np, const wtype *restrict W,
+static inline __attribute__((always_inline)) void panel_rows_all_frames(const int np, const Mat *W,
         const float *restrict b, const float *restrict x, float *restrict y, int64_t rows, int64_t cols, int64_t k,
         int64_t p, int64_t x_stride, int64_t y_stride, int accumulate) {
     int64_t f = 0;
@@ -169,7 +183,7 @@ static inline __attribute__((always_inline)) void panel_rows_all_frames(const in
 }
 
 /* y[f, :rows] (+)= W x[f] + b for the k frames; x rows x_stride apart, y rows y_stride apart. */
-static void linear(const wtype *restrict W, const float *restrict b, const float *restrict x, float *restrict y,
+static void linear(const Mat *W, const float *restrict b, const float *restrict x, float *restrict y,
                    int64_t rows, int64_t cols, int64_t k, int64_t x_stride, int64_t y_stride, int accumulate) {
     const int64_t panels = (rows + VW - 1) / VW;
     int64_t p = 0;
@@ -280,19 +294,19 @@ void stream_step(const Model *m, int64_t batch, int64_t k, const float *chunk, f
         memcpy(cat, pend, (size_t)overlap * sizeof(float));
         memcpy(cat + overlap, chunk + s * k * hop, (size_t)(k * hop) * sizeof(float));
         memcpy(pend, cat + k * hop, (size_t)overlap * sizeof(float));
-        linear(m->enc_w, NULL, cat, tf, N, L, k, hop, N, 0);
+        linear(&m->enc_w, NULL, cat, tf, N, L, k, hop, N, 0);
         act(tf, k * N, m->enc_act);
 
         /* bottleneck: norm, 1x1 conv (the norm's affine part folded in); the skip sum starts at 0 */
         memcpy(xn, tf, (size_t)(k * N) * sizeof(float));
         for (int64_t f = 0; f < k; ++f)
             norm_frame(&m->norm0, xn + f * N, N, frames_done + f + 1, sm + 2 * m->norm0.sums_index);
-        linear(m->bott_w, m->bott_b, xn, acc, B, N, k, N, W, 0);
+        linear(&m->bott_w, m->bott_b, xn, acc, B, N, k, N, W, 0);
         for (int64_t f = 0; f < k; ++f) memset(acc + f * W + B, 0, (size_t)Sc * sizeof(float));
 
         for (int64_t i = 0; i < m->n_blocks; ++i) {
             const Block *bl = m->blocks + i;
-            linear(bl->in_w, bl->in_b, acc, h, H, B, k, W, H, 0);
+            linear(&bl->in_w, bl->in_b, acc, h, H, B, k, W, H, 0);
             prelu(h, k * H, H, bl->slope1, bl->slope1_n);
             float *ring = ring_s + bl->ring_offset * H;
             for (int64_t f = 0; f < k; ++f) {
@@ -315,14 +329,14 @@ void stream_step(const Model *m, int64_t batch, int64_t k, const float *chunk, f
             for (int64_t f = 0; f < k; ++f)
                 norm_frame(&bl->norm2, y + f * H, H, frames_done + f + 1, sm + 2 * bl->norm2.sums_index);
             /* residual and skip 1x1 convs as one product, added to the residual stream | skip sum */
-            linear(bl->out_w, bl->out_b, y, acc + bl->out_offset, bl->out_rows, H, k, H, W, 1);
+            linear(&bl->out_w, bl->out_b, y, acc + bl->out_offset, bl->out_rows, H, k, H, W, 1);
         }
 
         /* masks from the skip sum (or the residual stream without skip connections) */
         const int64_t mc = Sc ? Sc : B;
         for (int64_t f = 0; f < k; ++f) memcpy(xn + f * mc, acc + f * W + (Sc ? B : 0), (size_t)mc * sizeof(float));
         prelu(xn, k * mc, mc, m->mask_slope, m->mask_slope_n);
-        linear(m->mask_w, m->mask_b, xn, score, ns * N, mc, k, mc, ns * N, 0);
+        linear(&m->mask_w, m->mask_b, xn, score, ns * N, mc, k, mc, ns * N, 0);
         if (m->mask_act == ACT_SOFTMAX) { /* over the sources, for each basis */
             for (int64_t f = 0; f < k; ++f)
                 for (int64_t n = 0; n < N; ++n) {
@@ -343,7 +357,7 @@ void stream_step(const Model *m, int64_t batch, int64_t k, const float *chunk, f
 
         /* decoder: each source's frame is dec_w^T masked, overlap-added with the carried tail */
         for (int64_t f = 0; f < k; ++f) {
-            linear(m->dec_w_t, NULL, score + f * ns * N, frame_out, L, N, ns, N, L, 0);
+            linear(&m->dec_w_t, NULL, score + f * ns * N, frame_out, L, N, ns, N, L, 0);
             for (int64_t j = 0; j < ns; ++j) {
                 float *fo = frame_out + j * L, *t = tl + j * overlap;
                 for (int64_t l = 0; l < overlap; ++l) fo[l] += t[l];

@@ -39,7 +39,8 @@ from local.compile_cache import _cpu_description
 SOURCE = Path(__file__).with_name("native_step.c")
 FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fPIC", "-shared", "-std=c11"]
 #: weight storage -> (the define that selects it in native_step.c, the torch dtype of the stored weights)
-WEIGHTS = {"fp32": ([], torch.float32), "fp16": (["-DNATIVE_WEIGHTS_FP16"], torch.float16)}
+WEIGHTS = {"fp32": ([], torch.float32), "fp16": (["-DNATIVE_WEIGHTS_FP16"], torch.float16),
+           "int8": (["-DNATIVE_WEIGHTS_INT8"], torch.int8)}
 NORMS = {"cLN": 0, "cgLN": 1, "BN": 2}
 # every activation local.model accepts, by model_sizes' name (it refuses the others when the model is built)
 ENC_ACTS = {"identity": 0, "relu": 1, "sigmoid": 2}
@@ -54,17 +55,23 @@ class _Norm(ctypes.Structure):
                 ("scale", _P), ("shift", _P)]
 
 
+class _Mat(ctypes.Structure):
+    _fields_ = [("w", _P), ("scale", _P)]
+
+
 class _Block(ctypes.Structure):
     _fields_ = [(name, _I) for name in ("dilation", "taps", "out_rows", "out_offset", "slope1_n", "slope2_n",
                                         "ring", "ring_offset")] + \
-               [(name, _P) for name in ("in_w", "out_w", "in_b", "slope1", "dw_w", "dw_b", "slope2", "out_b")] + \
+               [("in_w", _Mat), ("out_w", _Mat)] + \
+               [(name, _P) for name in ("in_b", "slope1", "dw_w", "dw_b", "slope2", "out_b")] + \
                [("norm1", _Norm), ("norm2", _Norm)]
 
 
 class _Model(ctypes.Structure):
     _fields_ = [(name, _I) for name in ("N", "L", "hop", "B", "H", "Sc", "n_blocks", "n_src", "enc_act",
                                         "mask_act", "mask_slope_n", "n_sums", "ring_total")] + \
-               [(name, _P) for name in ("enc_w", "dec_w_t", "bott_w", "mask_w", "bott_b", "mask_slope", "mask_b")] + \
+               [(name, _Mat) for name in ("enc_w", "dec_w_t", "bott_w", "mask_w")] + \
+               [(name, _P) for name in ("bott_b", "mask_slope", "mask_b")] + \
                [("norm0", _Norm), ("blocks", _P)]
 
 
@@ -205,16 +212,22 @@ class NativeStreamStep:
         self._keep.append(t)
         return t.data_ptr()
 
-    def _mat(self, tensor: torch.Tensor) -> int:
+    def _mat(self, tensor: torch.Tensor) -> _Mat:
         """A weight matrix (rows, cols) in this step's storage and layout, kept alive with the step:
         panels of ``panel_rows()`` rows (the last one padded with zeros), each stored column-major
-        (see ``linear`` in native_step.c)."""
+        (see ``linear`` in native_step.c); int8: each row over its largest magnitude times 127,
+        rounded, with that scale kept per row."""
         w = _f32(tensor.reshape(tensor.shape[0], -1))
         rows, cols = w.shape
         w = torch.cat([w, w.new_zeros((-rows) % self._panel, cols)])
+        scale = None
+        if self.weights == "int8":
+            scale = w.abs().amax(1).clamp_min(torch.finfo(torch.float32).tiny) / 127.0
+            w = torch.round(w / scale[:, None])
+            self._keep.append(scale)
         packed = w.reshape(-1, self._panel, cols).transpose(1, 2).to(WEIGHTS[self.weights][1]).contiguous()
         self._keep.append(packed)
-        return packed.data_ptr()
+        return _Mat(w=packed.data_ptr(), scale=None if scale is None else scale.data_ptr())
 
     def _norm(self, norm) -> _Norm:
         return _Norm(kind=NORMS[norm.kind], affine=int(norm.affine), sums_index=int(norm.index),

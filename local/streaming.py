@@ -87,9 +87,9 @@ from local.inference import model_sizes
 
 __all__ = ["StreamingSeparator", "StreamStep", "check_streamable", "ENGINES"]
 
-ENGINES = ("script", "eager", "onnx", "native", "native-fp16")
+ENGINES = ("script", "eager", "onnx", "native", "native-fp16", "native-int8")
 #: the C step's engines, by the storage of their weights (local.native_step.WEIGHTS)
-NATIVE_WEIGHTS = {"native": "fp32", "native-fp16": "fp16"}
+NATIVE_WEIGHTS = {"native": "fp32", "native-fp16": "fp16", "native-int8": "int8"}
 
 
 def check_streamable(model) -> None:

@@ -36,25 +36,43 @@ def test_every_accepted_variant_equals_offline(kw):
         assert (online - offline).abs().max() < TOL
 
 
-def test_fp16_weights_stay_close_to_float32():
+@pytest.mark.parametrize("engine, floor_db", [("native-fp16", 50.0), ("native-int8", 30.0)])
+def test_reduced_weights_stay_close_to_float32(engine, floor_db):
     """Opt-in weight storage: not equal to float32, but close (SNR against the float32 stream)."""
     from local.inference import output_snr
 
     model = causal_model("cgLN")
     x = torch.randn(2, 3001, generator=torch.Generator().manual_seed(4))
     exact = stream(StreamingSeparator(model, device="cpu", engine="native"), x, [8])
-    sep = StreamingSeparator(model, device="cpu", engine="native-fp16")
+    sep = StreamingSeparator(model, device="cpu", engine=engine)
     approx = stream(sep, x, [1, 7, 100])
     assert approx.shape == exact.shape and not torch.equal(approx, exact)
-    assert output_snr(exact, approx) > 50.0
+    assert output_snr(exact, approx) > floor_db
     assert torch.equal(stream(sep, x, [8]), stream(sep, x, [8 * 40]))  # chunking changes nothing
-    with pytest.raises(ValueError, match="weights='int8'"):
-        native_step.NativeStreamStep(StreamStep(model), weights="int8")
+
+
+def test_int8_rows_are_scaled_by_their_largest_weight():
+    """Each stored row spans -127..127 (its largest magnitude maps to 127) and, times its scale,
+    gives back the float32 row within half a step; an all-zero row stays zero."""
+    model = causal_model("cgLN")
+    step = native_step.NativeStreamStep(StreamStep(model), weights="int8")
+    w = torch.randn(37, 20)
+    w[3] = 0.0
+    mat = step._mat(w)
+    panel = step._panel
+    packed, scale = step._keep[-1], step._keep[-2]
+    rows = packed.transpose(1, 2).reshape(-1, 20)[:37].float()  # back from panels (column-major) to rows
+    assert packed.dtype == torch.int8 and mat.scale == scale.data_ptr() and scale.numel() % panel == 0
+    assert torch.equal(rows.abs().amax(1)[torch.arange(37) != 3], torch.full((36,), 127.0))
+    assert torch.equal(rows[3], torch.zeros(20))
+    assert ((rows * scale[:37, None] - w).abs() <= scale[:37, None] / 2 + 1e-7).all()
+    with pytest.raises(ValueError, match="weights='bf16'"):
+        native_step.NativeStreamStep(StreamStep(model), weights="bf16")
 
 
 def test_each_weight_storage_has_its_own_build():
     paths = {w: native_step.library_path(w) for w in native_step.WEIGHTS}
-    assert len(set(paths.values())) == len(native_step.WEIGHTS) == 2
+    assert len(set(paths.values())) == len(native_step.WEIGHTS) == 3
     for weights, (_, dtype) in native_step.WEIGHTS.items():
         assert native_step.load_library(weights).weight_bytes() == dtype.itemsize
 
@@ -86,8 +104,9 @@ def test_every_vector_width_computes_the_same(fresh_build, monkeypatch, march, p
         assert exact.step._panel == panel
     assert (stream(exact, x, [1, 9, 40]) - offline).abs().max() < TOL
     from local.inference import output_snr
-    half = stream(StreamingSeparator(model, device="cpu", engine="native-fp16"), x, [1, 9, 40])
-    assert output_snr(offline, half) > 50.0
+    for engine, floor_db in (("native-fp16", 50.0), ("native-int8", 30.0)):
+        approx = stream(StreamingSeparator(model, device="cpu", engine=engine), x, [1, 9, 40])
+        assert output_snr(offline, approx) > floor_db, engine
 
 
 def test_the_callers_audio_is_never_written():
