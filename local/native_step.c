@@ -14,10 +14,11 @@
  * each block's last (P - 1) * dilation + 1 frames in a ring buffer (its causal left context).
  *
  * Weight storage (one build each): float32 by default; with -DNATIVE_WEIGHTS_FP16 every matrix is
- * stored as _Float16, half the bytes to read per call, widened to float32 as it is loaded (the
- * arithmetic, biases, norms and depthwise taps stay float32). int8 rows with a float scale were
- * tried and dropped: widening int8 costs two instructions per 16 weights, and the step measured
- * no faster than float32 (0.97-1.01 against 0.97-1.30 ms per frame at one hop).
+ * stored as _Float16, half the bytes to read per call, and with -DNATIVE_WEIGHTS_INT8 as int8 with
+ * a float scale per row, a quarter; each weight vector is widened to float32 as it is loaded, and
+ * the arithmetic, biases, norms and depthwise taps stay float32. (int8 with rows stored
+ * contiguously was tried first and measured no faster than float32: the two widening
+ * instructions per 16 weights came on top of the horizontal sums the panel layout has removed.)
  */
 #include <math.h>
 #include <stdint.h>
@@ -31,12 +32,12 @@ typedef int8_t wtype; /* with a float scale per row */
 typedef float wtype;
 #endif
 
-/* The vector type of this build: VW floats, and a weight vector loaded (widened from fp16) from
+/* The vector type of this build: VW floats, and a weight vector loaded (widened from fp16 or int8) from
  * memory. GCC 12 left the fp16 widening scalar in a plain loop (vcvtsh2ss, 15 ms per frame
  * instead of 0.55-0.79), and -std=c11 forbids contracting a * b + c into an FMA, so both are
  * spelt out: AVX-512 (16 floats), AVX2 + FMA (+ F16C for fp16 weights: 8), else GCC's generic
  * vectors of 4 (SSE or NEON width: any other CPU; the compiler picks its instructions). */
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) && (!defined(NATIVE_WEIGHTS_INT8) || defined(__AVX512BW__))
 #include <immintrin.h>
 #define VW 16
 typedef __m512 vfloat;
@@ -47,7 +48,16 @@ static inline vfloat vfma(vfloat a, vfloat b, vfloat c) { return _mm512_fmadd_ps
 #if defined(NATIVE_WEIGHTS_FP16)
 static inline vfloat vloadw(const wtype *w) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)w)); }
 #elif defined(NATIVE_WEIGHTS_INT8)
-static inline vfloat vloadw(const wtype *w) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)w))); }
+typedef __m512i vint;
+static inline vint vint_zero(void) { return _mm512_setzero_si512(); }
+static inline vint vint_pairs(const wtype *w) { return _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)w)); }
+static inline vint vint_set1(int32_t pair) { return _mm512_set1_epi32(pair); }
+#if defined(__AVX512VNNI__)
+static inline vint vint_dot(vint w, vint x, vint acc) { return _mm512_dpwssd_epi32(acc, w, x); }
+#else
+static inline vint vint_dot(vint w, vint x, vint acc) { return _mm512_add_epi32(acc, _mm512_madd_epi16(w, x)); }
+#endif
+static inline vfloat vint_float(vint v) { return _mm512_cvtepi32_ps(v); }
 #else
 static inline vfloat vloadw(const wtype *w) { return _mm512_loadu_ps(w); }
 #endif
@@ -62,7 +72,16 @@ static inline vfloat vfma(vfloat a, vfloat b, vfloat c) { return _mm256_fmadd_ps
 #if defined(NATIVE_WEIGHTS_FP16)
 static inline vfloat vloadw(const wtype *w) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)w)); }
 #elif defined(NATIVE_WEIGHTS_INT8)
-static inline vfloat vloadw(const wtype *w) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)w))); }
+typedef __m256i vint;
+static inline vint vint_zero(void) { return _mm256_setzero_si256(); }
+static inline vint vint_pairs(const wtype *w) { return _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w)); }
+static inline vint vint_set1(int32_t pair) { return _mm256_set1_epi32(pair); }
+#if defined(__AVXVNNI__)
+static inline vint vint_dot(vint w, vint x, vint acc) { return _mm256_dpwssd_avx_epi32(acc, w, x); }
+#else
+static inline vint vint_dot(vint w, vint x, vint acc) { return _mm256_add_epi32(acc, _mm256_madd_epi16(w, x)); }
+#endif
+static inline vfloat vint_float(vint v) { return _mm256_cvtepi32_ps(v); }
 #else
 static inline vfloat vloadw(const wtype *w) { return _mm256_loadu_ps(w); }
 #endif
@@ -73,11 +92,29 @@ static inline vfloat vload(const float *x) { vfloat v; memcpy(&v, x, sizeof v); 
 static inline void vstore(float *y, vfloat v) { memcpy(y, &v, sizeof v); }
 static inline vfloat vset1(float s) { return (vfloat){0} + s; }
 static inline vfloat vfma(vfloat a, vfloat b, vfloat c) { return a * b + c; }
+#if defined(NATIVE_WEIGHTS_INT8)
+typedef int32_t vint __attribute__((vector_size(VW * sizeof(int32_t))));
+static inline vint vint_zero(void) { return (vint){0}; }
+static inline vint vint_set1(int32_t pair) { return (vint){0} + pair; }
+static inline int32_t pack_pair(int16_t lo, int16_t hi);
+static inline vint vint_pairs(const wtype *w) {
+    vint v;
+    for (int i = 0; i < VW; ++i) v[i] = pack_pair(w[2 * i], w[2 * i + 1]);
+    return v;
+}
+static inline vint vint_dot(vint w, vint x, vint acc) { /* as vpmaddwd: each lane's two int16 products */
+    for (int i = 0; i < VW; ++i)
+        acc[i] += (int32_t)(int16_t)w[i] * (int16_t)x[i] + (int32_t)(int16_t)(w[i] >> 16) * (int16_t)(x[i] >> 16);
+    return acc;
+}
+static inline vfloat vint_float(vint v) { return __builtin_convertvector(v, vfloat); }
+#else
 static inline vfloat vloadw(const wtype *w) {
     vfloat v;
     for (int i = 0; i < VW; ++i) v[i] = (float)w[i];
     return v;
 }
+#endif
 #endif
 
 /* Rows per panel of a stored weight matrix (NativeStreamStep packs them so). */
@@ -122,30 +159,107 @@ typedef struct {
  * matrix is at ((o / VW) * C + j) * VW + o % VW, the rows padded to whole panels with zeros. A
  * frame's VW outputs are then one vector sum of C weight vectors scaled by the input's C values:
  * no horizontal sums, which took as long as the products for the 128-column matrices, and a
- * panel's weights are read once for a tile of frames. */
+ * panel's weights are read once for a tile of frames.
+ *
+ * The int8 build stores columns in pairs instead, W[o, 2q + e] at (((o / VW) * Q + q) * VW + o % VW)
+ * * 2 + e (Q = C / 2 rounded up, an odd C padded with a zero column), and multiplies them with the
+ * input quantised to int16 (one scale per frame) in int32, two products per lane per instruction
+ * (vpdpwssd / vpmaddwd): widening int8 to float and multiplying there cost three instructions
+ * per 16 weights, and that build was bound by them (0.30 ms of arithmetic per frame for 5 MB
+ * read), not by memory. int16 inputs lose nothing that int8 weights keep. */
 enum { TILE_PANELS = 4, TILE_FRAMES = VW == 16 ? 4 : 2 }; /* accumulators + weights fit the registers */
 
-/* Panels [p, p + np) times frames [f, f + nf) of y (+)= W x + b; np and nf are constants where
- * it is inlined, so acc and wv live in registers. */
-static inline __attribute__((always_inline)) void tile(const int np, const int nf, const Mat *M,
-        const float *restrict b, const float *restrict x, float *restrict y, int64_t rows, int64_t cols,
-        int64_t p, int64_t f, int64_t x_stride, int64_t y_stride, int accumulate) {
-    vfloat acc[TILE_PANELS][TILE_FRAMES];
-    const wtype *restrict w = M->w + p * cols * VW;
-    const float *restrict scale = M->scale;
+#if defined(NATIVE_WEIGHTS_INT8)
+/* Two int16 as the int32 lane that vpmaddwd reads them from (memory order: the first is the low half). */
+static inline int32_t pack_pair(int16_t lo, int16_t hi) {
+    const int16_t two[2] = {lo, hi};
+    int32_t v;
+    memcpy(&v, two, sizeof v);
+    return v;
+}
+
+/* The input frames of a product: k frames of `stride` int16 pairs with a float scale each. */
+typedef struct {
+    const int16_t *q;
+    const float *scale;
+    int64_t stride; /* pairs from one frame to the next */
+} Input;
+typedef vint vacc;
+enum { STEP_WEIGHTS = 2 * VW }; /* stored weights per panel and step (a column pair) */
+static inline vacc acc_zero(void) { return vint_zero(); }
+static inline vacc step_weights(const wtype *w) { return vint_pairs(w); }
+static inline vacc step_input(const Input *in, int64_t f, int64_t j) {
+    const int16_t *q = in->q + 2 * (f * in->stride + j);
+    return vint_set1(pack_pair(q[0], q[1]));
+}
+static inline vacc step_mac(vacc w, vacc x, vacc acc) { return vint_dot(w, x, acc); }
+static inline vfloat acc_value(vacc acc, const Mat *M, const Input *in, int64_t o, int64_t f) {
+    return vint_float(acc) * (vload(M->scale + o) * vset1(in->scale[f]));
+}
+
+/* Each frame over its largest magnitude, times the largest int16 for which `cols` products with
+ * int8 weights cannot overflow an int32 sum, rounded (an odd last pair padded with 0), and its
+ * scale back. `scratch` holds k * (cols / 2 + 1) pairs and k scales. Both loops vectorise. */
+static Input quantise(const float *x, int64_t cols, int64_t k, int64_t x_stride, float *scratch) {
+    const int64_t steps = (cols + 1) / 2;
+    const double most = 2147483647.0 / (127.0 * 2.0 * (double)steps);
+    const float qmax = most < 32767.0 ? (float)floor(most) : 32767.f;
+    int16_t *q = (int16_t *)scratch;
+    float *scale = scratch + k * steps;
+    for (int64_t f = 0; f < k; ++f) {
+        const float *xf = x + f * x_stride;
+        int16_t *qf = q + 2 * f * steps;
+        float top = 0.f;
+#pragma omp simd reduction(max : top)
+        for (int64_t j = 0; j < cols; ++j) {
+            const float a = fabsf(xf[j]);
+            top = a > top ? a : top;
+        }
+        const float s = top > 0.f ? top / qmax : 1.f, inv = qmax / (top > 0.f ? top : 1.f);
+        scale[f] = s;
+#pragma omp simd
+        for (int64_t j = 0; j < cols; ++j) qf[j] = (int16_t)rintf(xf[j] * inv); /* |x * inv| <= qmax */
+        if (cols % 2) qf[cols] = 0;
+    }
+    return (Input){q, scale, steps};
+}
+#else
+typedef struct {
+    const float *x;
+    int64_t stride; /* floats from one frame to the next */
+} Input;
+typedef vfloat vacc;
+enum { STEP_WEIGHTS = VW }; /* stored weights per panel and step (a column) */
+static inline vacc acc_zero(void) { return vset1(0.f); }
+static inline vacc step_weights(const wtype *w) { return vloadw(w); }
+static inline vacc step_input(const Input *in, int64_t f, int64_t j) { return vset1(in->x[f * in->stride + j]); }
+static inline vacc step_mac(vacc w, vacc x, vacc acc) { return vfma(w, x, acc); }
+static inline vfloat acc_value(vacc acc, const Mat *M, const Input *in, int64_t o, int64_t f) {
+    (void)M; (void)in; (void)o; (void)f;
+    return acc;
+}
+#endif
+
+/* Panels [p, p + np) times frames [f, f + nf) of y (+)= W x + b, over `steps` columns (or column
+ * pairs); np and nf are constants where it is inlined, so acc and wv live in registers. */
+static inline __attribute__((always_inline)) void tile(const int np, const int nf, const Mat *M, const Input *in,
+        const float *restrict b, float *restrict y, int64_t rows, int64_t steps, int64_t p, int64_t f,
+        int64_t y_stride, int accumulate) {
+    vacc acc[TILE_PANELS][TILE_FRAMES];
+    const wtype *restrict w = M->w + p * steps * STEP_WEIGHTS;
 #pragma GCC unroll 4
     for (int r = 0; r < np; ++r)
 #pragma GCC unroll 4
-        for (int t = 0; t < nf; ++t) acc[r][t] = vset1(0.f);
-    for (int64_t j = 0; j < cols; ++j) {
-        vfloat wv[TILE_PANELS];
+        for (int t = 0; t < nf; ++t) acc[r][t] = acc_zero();
+    for (int64_t j = 0; j < steps; ++j) {
+        vacc wv[TILE_PANELS];
 #pragma GCC unroll 4
-        for (int r = 0; r < np; ++r) wv[r] = vloadw(w + (r * cols + j) * VW);
+        for (int r = 0; r < np; ++r) wv[r] = step_weights(w + (r * steps + j) * STEP_WEIGHTS);
 #pragma GCC unroll 4
         for (int t = 0; t < nf; ++t) {
-            const vfloat xv = vset1(x[(f + t) * x_stride + j]);
+            const vacc xv = step_input(in, f + t, j);
 #pragma GCC unroll 4
-            for (int r = 0; r < np; ++r) acc[r][t] = vfma(wv[r], xv, acc[r][t]);
+            for (int r = 0; r < np; ++r) acc[r][t] = step_mac(wv[r], xv, acc[r][t]);
         }
     }
 #pragma GCC unroll 4
@@ -154,18 +268,17 @@ static inline __attribute__((always_inline)) void tile(const int np, const int n
 #pragma GCC unroll 4
         for (int t = 0; t < nf; ++t) {
             float *yf = y + (f + t) * y_stride + o;
+            vfloat v = acc_value(acc[r][t], M, in, o, f + t); /* scales padded to whole panels */
             if (n == VW) {
-                vfloat v = acc[r][t];
-                if (scale) v = v * vload(scale + o);
                 if (b) v = v + vload(b + o);
                 if (accumulate) v = v + vload(yf);
                 vstore(yf, v);
             } else { /* the last, padded panel */
                 float part[VW];
-                vstore(part, acc[r][t]);
+                vstore(part, v);
                 for (int64_t i = 0; i < n; ++i) {
-                    const float v = part[i] * (scale ? scale[o + i] : 1.f) + (b ? b[o + i] : 0.f);
-                    yf[i] = accumulate ? yf[i] + v : v;
+                    const float u = part[i] + (b ? b[o + i] : 0.f);
+                    yf[i] = accumulate ? yf[i] + u : u;
                 }
             }
         }
@@ -173,23 +286,33 @@ static inline __attribute__((always_inline)) void tile(const int np, const int n
 }
 
 /* Panels [p, p + np) for all k frames, a tile of frames at a time. */
-static inline __attribute__((always_inline)) void panel_rows_all_frames(const int np, const Mat *W,
-        const float *restrict b, const float *restrict x, float *restrict y, int64_t rows, int64_t cols, int64_t k,
-        int64_t p, int64_t x_stride, int64_t y_stride, int accumulate) {
+static inline __attribute__((always_inline)) void panel_rows_all_frames(const int np, const Mat *M, const Input *in,
+        const float *restrict b, float *restrict y, int64_t rows, int64_t steps, int64_t k, int64_t p,
+        int64_t y_stride, int accumulate) {
     int64_t f = 0;
     for (; f + TILE_FRAMES <= k; f += TILE_FRAMES)
-        tile(np, TILE_FRAMES, W, b, x, y, rows, cols, p, f, x_stride, y_stride, accumulate);
-    for (; f < k; ++f) tile(np, 1, W, b, x, y, rows, cols, p, f, x_stride, y_stride, accumulate);
+        tile(np, TILE_FRAMES, M, in, b, y, rows, steps, p, f, y_stride, accumulate);
+    for (; f < k; ++f) tile(np, 1, M, in, b, y, rows, steps, p, f, y_stride, accumulate);
 }
 
-/* y[f, :rows] (+)= W x[f] + b for the k frames; x rows x_stride apart, y rows y_stride apart. */
-static void linear(const Mat *W, const float *restrict b, const float *restrict x, float *restrict y,
-                   int64_t rows, int64_t cols, int64_t k, int64_t x_stride, int64_t y_stride, int accumulate) {
+/* y[f, :rows] (+)= W x[f] + b for the k frames; x rows x_stride apart, y rows y_stride apart.
+ * `scratch`: the int8 build's quantised input (see `quantise`); unused by the others. */
+static void linear(const Mat *M, const float *restrict b, const float *restrict x, float *restrict y,
+                   int64_t rows, int64_t cols, int64_t k, int64_t x_stride, int64_t y_stride, int accumulate,
+                   float *scratch) {
+#if defined(NATIVE_WEIGHTS_INT8)
+    const Input in = quantise(x, cols, k, x_stride, scratch);
+    const int64_t steps = in.stride;
+#else
+    (void)scratch;
+    const Input in = {x, x_stride};
+    const int64_t steps = cols;
+#endif
     const int64_t panels = (rows + VW - 1) / VW;
     int64_t p = 0;
     for (; p + TILE_PANELS <= panels; p += TILE_PANELS)
-        panel_rows_all_frames(TILE_PANELS, W, b, x, y, rows, cols, k, p, x_stride, y_stride, accumulate);
-    for (; p < panels; ++p) panel_rows_all_frames(1, W, b, x, y, rows, cols, k, p, x_stride, y_stride, accumulate);
+        panel_rows_all_frames(TILE_PANELS, M, &in, b, y, rows, steps, k, p, y_stride, accumulate);
+    for (; p < panels; ++p) panel_rows_all_frames(1, M, &in, b, y, rows, steps, k, p, y_stride, accumulate);
 }
 
 /* PReLU in place: one shared slope (n == 1) or one per channel. */
@@ -249,13 +372,14 @@ static void act(float *x, int64_t count, int64_t kind) {
 static int64_t max3(int64_t a, int64_t b, int64_t c) { return a > b ? (a > c ? a : c) : (b > c ? b : c); }
 
 /* The scratch buffers of a call with k hops, as offsets into `work` (the one definition of its
- * layout): cat, tf, xn, acc, h, y, score, frame_out; off[8] is the total. */
-enum { W_CAT, W_TF, W_XN, W_ACC, W_H, W_Y, W_SCORE, W_FRAME, W_END };
+ * layout): cat, tf, xn, acc, h, y, score, frame_out, quant (the int8 build's); off[W_END] is the total. */
+enum { W_CAT, W_TF, W_XN, W_ACC, W_H, W_Y, W_SCORE, W_FRAME, W_QUANT, W_END };
 
 static void work_layout(const Model *m, int64_t k, int64_t off[W_END + 1]) {
-    const int64_t W = m->B + m->Sc, wide = max3(m->H, m->N, W);
+    const int64_t W = m->B + m->Sc, wide = max3(m->H, m->N, W), cols = wide > m->L ? wide : m->L;
+    const int64_t frames = k > m->n_src ? k : m->n_src; /* the decoder's product runs over the sources */
     const int64_t size[W_END] = {m->L + k * m->hop, k * m->N, k * wide, k * W, k * wide, k * wide,
-                                 k * m->n_src * m->N, m->n_src * m->L};
+                                 k * m->n_src * m->N, m->n_src * m->L, frames * (cols / 2 + 2)};
     off[0] = 0;
     for (int i = 0; i < W_END; ++i) off[i + 1] = off[i] + size[i];
 }
@@ -281,6 +405,7 @@ void stream_step(const Model *m, int64_t batch, int64_t k, const float *chunk, f
     work_layout(m, k, off);
     float *cat = work + off[W_CAT], *tf = work + off[W_TF], *xn = work + off[W_XN], *acc = work + off[W_ACC];
     float *h = work + off[W_H], *y = work + off[W_Y], *score = work + off[W_SCORE], *frame_out = work + off[W_FRAME];
+    float *quant = work + off[W_QUANT];
     int64_t p0[m->n_blocks > 0 ? m->n_blocks : 1];
     for (int64_t i = 0; i < m->n_blocks; ++i) p0[i] = pos[i];
 
@@ -294,19 +419,19 @@ void stream_step(const Model *m, int64_t batch, int64_t k, const float *chunk, f
         memcpy(cat, pend, (size_t)overlap * sizeof(float));
         memcpy(cat + overlap, chunk + s * k * hop, (size_t)(k * hop) * sizeof(float));
         memcpy(pend, cat + k * hop, (size_t)overlap * sizeof(float));
-        linear(&m->enc_w, NULL, cat, tf, N, L, k, hop, N, 0);
+        linear(&m->enc_w, NULL, cat, tf, N, L, k, hop, N, 0, quant);
         act(tf, k * N, m->enc_act);
 
         /* bottleneck: norm, 1x1 conv (the norm's affine part folded in); the skip sum starts at 0 */
         memcpy(xn, tf, (size_t)(k * N) * sizeof(float));
         for (int64_t f = 0; f < k; ++f)
             norm_frame(&m->norm0, xn + f * N, N, frames_done + f + 1, sm + 2 * m->norm0.sums_index);
-        linear(&m->bott_w, m->bott_b, xn, acc, B, N, k, N, W, 0);
+        linear(&m->bott_w, m->bott_b, xn, acc, B, N, k, N, W, 0, quant);
         for (int64_t f = 0; f < k; ++f) memset(acc + f * W + B, 0, (size_t)Sc * sizeof(float));
 
         for (int64_t i = 0; i < m->n_blocks; ++i) {
             const Block *bl = m->blocks + i;
-            linear(&bl->in_w, bl->in_b, acc, h, H, B, k, W, H, 0);
+            linear(&bl->in_w, bl->in_b, acc, h, H, B, k, W, H, 0, quant);
             prelu(h, k * H, H, bl->slope1, bl->slope1_n);
             float *ring = ring_s + bl->ring_offset * H;
             for (int64_t f = 0; f < k; ++f) {
@@ -329,14 +454,14 @@ void stream_step(const Model *m, int64_t batch, int64_t k, const float *chunk, f
             for (int64_t f = 0; f < k; ++f)
                 norm_frame(&bl->norm2, y + f * H, H, frames_done + f + 1, sm + 2 * bl->norm2.sums_index);
             /* residual and skip 1x1 convs as one product, added to the residual stream | skip sum */
-            linear(&bl->out_w, bl->out_b, y, acc + bl->out_offset, bl->out_rows, H, k, H, W, 1);
+            linear(&bl->out_w, bl->out_b, y, acc + bl->out_offset, bl->out_rows, H, k, H, W, 1, quant);
         }
 
         /* masks from the skip sum (or the residual stream without skip connections) */
         const int64_t mc = Sc ? Sc : B;
         for (int64_t f = 0; f < k; ++f) memcpy(xn + f * mc, acc + f * W + (Sc ? B : 0), (size_t)mc * sizeof(float));
         prelu(xn, k * mc, mc, m->mask_slope, m->mask_slope_n);
-        linear(&m->mask_w, m->mask_b, xn, score, ns * N, mc, k, mc, ns * N, 0);
+        linear(&m->mask_w, m->mask_b, xn, score, ns * N, mc, k, mc, ns * N, 0, quant);
         if (m->mask_act == ACT_SOFTMAX) { /* over the sources, for each basis */
             for (int64_t f = 0; f < k; ++f)
                 for (int64_t n = 0; n < N; ++n) {
@@ -357,7 +482,7 @@ void stream_step(const Model *m, int64_t batch, int64_t k, const float *chunk, f
 
         /* decoder: each source's frame is dec_w^T masked, overlap-added with the carried tail */
         for (int64_t f = 0; f < k; ++f) {
-            linear(&m->dec_w_t, NULL, score + f * ns * N, frame_out, L, N, ns, N, L, 0);
+            linear(&m->dec_w_t, NULL, score + f * ns * N, frame_out, L, N, ns, N, L, 0, quant);
             for (int64_t j = 0; j < ns; ++j) {
                 float *fo = frame_out + j * L, *t = tl + j * overlap;
                 for (int64_t l = 0; l < overlap; ++l) fo[l] += t[l];

@@ -13,12 +13,14 @@ covering the source, the compiler's version and the CPU model and flags, so a ca
 another machine is never reused. The build is written to a temporary file and renamed, so an
 interrupted build is never picked up. Without a compiler the engine is refused in one line.
 
-``weights="fp16"`` (engine ``native-fp16``) stores every weight matrix in half precision, in a
-build of its own: at one hop per call reading the weights is most of the step, and half the
-bytes made it 1.5-1.8x faster here (0.55-0.79 against 0.97-1.30 ms per frame, in-process A/B
-runs on a noisy day). The arithmetic stays float32. It is opt-in: its output is not equal to float32's within
-1e-4, and ``benchmarks/benchmark_separation.py`` reports its SNR against float32 instead
-(67 dB on random weights).
+``weights="fp16"`` (engine ``native-fp16``) stores every weight matrix in half precision and
+``weights="int8"`` (engine ``native-int8``) as int8 with a float scale per row (its largest
+magnitude maps to 127), each in a build of its own: at one hop per call reading the weights is
+most of the step (19 MB in float32 for paper_best_causal; one core here reads about 27 GB/s
+from L3), so half or a quarter of the bytes makes it faster. The arithmetic stays float32. Both
+are opt-in: their output is not equal to float32's within 1e-4, and
+``benchmarks/benchmark_separation.py`` reports their SNR against float32 instead (about 67 and
+40 dB on random weights).
 """
 
 from __future__ import annotations
@@ -159,8 +161,8 @@ def _f32(t: torch.Tensor) -> torch.Tensor:
 class NativeStreamStep:
     """:class:`~local.streaming.StreamStep`'s arithmetic as one C call (CPU, float32).
 
-    ``weights``: how the weight matrices are stored, ``"fp32"`` (exact) or ``"fp16"`` (opt-in,
-    see the module docstring).
+    ``weights``: how the weight matrices are stored, ``"fp32"`` (exact), ``"fp16"`` or ``"int8"``
+    (opt-in, see the module docstring).
     ``initial_state(batch)`` -> ``(pending, frames_done, rings, positions, sums, tail)``;
     ``step(chunk, *state)`` -> ``(out, *state)``, the state updated in place.
     """
@@ -216,16 +218,18 @@ class NativeStreamStep:
         """A weight matrix (rows, cols) in this step's storage and layout, kept alive with the step:
         panels of ``panel_rows()`` rows (the last one padded with zeros), each stored column-major
         (see ``linear`` in native_step.c); int8: each row over its largest magnitude times 127,
-        rounded, with that scale kept per row."""
+        rounded, with that scale kept per row, and the columns in pairs."""
         w = _f32(tensor.reshape(tensor.shape[0], -1))
         rows, cols = w.shape
         w = torch.cat([w, w.new_zeros((-rows) % self._panel, cols)])
-        scale = None
-        if self.weights == "int8":
+        if self.weights != "int8":
+            scale = None
+            packed = w.reshape(-1, self._panel, cols).transpose(1, 2).to(WEIGHTS[self.weights][1]).contiguous()
+        else:  # column pairs: (panel, pair, row, 2), an odd last column padded with zeros
             scale = w.abs().amax(1).clamp_min(torch.finfo(torch.float32).tiny) / 127.0
-            w = torch.round(w / scale[:, None])
+            w = torch.cat([torch.round(w / scale[:, None]), w.new_zeros(w.shape[0], cols % 2)], 1)
+            packed = w.reshape(-1, self._panel, (cols + 1) // 2, 2).transpose(1, 2).to(torch.int8).contiguous()
             self._keep.append(scale)
-        packed = w.reshape(-1, self._panel, cols).transpose(1, 2).to(WEIGHTS[self.weights][1]).contiguous()
         self._keep.append(packed)
         return _Mat(w=packed.data_ptr(), scale=None if scale is None else scale.data_ptr())
 
