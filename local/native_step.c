@@ -14,11 +14,10 @@
  * each block's last (P - 1) * dilation + 1 frames in a ring buffer (its causal left context).
  *
  * Weight storage (one build each): float32 by default; with -DNATIVE_WEIGHTS_FP16 every matrix is
- * stored as _Float16, half the bytes to read per call, and with -DNATIVE_WEIGHTS_INT8 as int8 with
- * a float scale per row, a quarter; each weight vector is widened to float32 as it is loaded, and
- * the arithmetic, biases, norms and depthwise taps stay float32. (int8 with rows stored
- * contiguously was tried first and measured no faster than float32: the two widening
- * instructions per 16 weights came on top of the horizontal sums the panel layout has removed.)
+ * stored as _Float16, half the bytes to read per call, widened to float32 as it is loaded; with
+ * -DNATIVE_WEIGHTS_INT8 as int8 with a float scale per row, a quarter of the bytes, multiplied
+ * with int16 inputs in integer arithmetic (see `linear`). Biases, norms and depthwise taps stay
+ * float32 in every build.
  */
 #include <math.h>
 #include <stdint.h>
@@ -32,11 +31,13 @@ typedef int8_t wtype; /* with a float scale per row */
 typedef float wtype;
 #endif
 
-/* The vector type of this build: VW floats, and a weight vector loaded (widened from fp16 or int8) from
- * memory. GCC 12 left the fp16 widening scalar in a plain loop (vcvtsh2ss, 15 ms per frame
- * instead of 0.55-0.79), and -std=c11 forbids contracting a * b + c into an FMA, so both are
- * spelt out: AVX-512 (16 floats), AVX2 + FMA (+ F16C for fp16 weights: 8), else GCC's generic
- * vectors of 4 (SSE or NEON width: any other CPU; the compiler picks its instructions). */
+/* The vector types of this build: VW floats, a weight vector loaded (widened from fp16) from
+ * memory, and for the int8 build VW int32 lanes, each holding two int16 (vint). GCC 12 left the
+ * fp16 widening scalar in a plain loop (vcvtsh2ss, 15 ms per frame instead of 0.55-0.79), and
+ * -std=c11 forbids contracting a * b + c into an FMA, so both are spelt out: AVX-512 (16 floats;
+ * int8 needs AVX512BW, and uses VNNI when present), AVX2 + FMA (+ F16C for fp16 weights, AVX-VNNI
+ * when present: 8), else GCC's generic vectors of 4 (SSE or NEON width: any other CPU; the
+ * compiler picks its instructions). */
 #if defined(__AVX512F__) && (!defined(NATIVE_WEIGHTS_INT8) || defined(__AVX512BW__))
 #include <immintrin.h>
 #define VW 16

@@ -17,8 +17,10 @@ interrupted build is never picked up. Without a compiler the engine is refused i
 ``weights="int8"`` (engine ``native-int8``) as int8 with a float scale per row (its largest
 magnitude maps to 127), each in a build of its own: at one hop per call reading the weights is
 most of the step (19 MB in float32 for paper_best_causal; one core here reads about 27 GB/s
-from L3), so half or a quarter of the bytes makes it faster. The arithmetic stays float32. Both
-are opt-in: their output is not equal to float32's within 1e-4, and
+from L3), so half or a quarter of the bytes makes it faster. fp16 weights are widened to
+float32 for the products; int8 weights are multiplied with each frame's input quantised to
+int16 (its own scale) in int32 arithmetic, two products per lane per instruction. Both are
+opt-in: their output is not equal to float32's within 1e-4, and
 ``benchmarks/benchmark_separation.py`` reports their SNR against float32 instead (about 67 and
 40 dB on random weights).
 """
