@@ -90,12 +90,13 @@ def _has_cpu_flags(*flags) -> bool:
 @pytest.mark.parametrize("march, panel", [("x86-64", 4), ("haswell", 8), ("native", None)])
 def test_every_vector_width_computes_the_same(fresh_build, monkeypatch, march, panel):
     """Each branch of native_step.c's vector layer (generic 4-wide, AVX2 8-wide, this CPU's), with
-    sizes that leave the last weight panel part-filled (30, 10 and 18 rows)."""
+    sizes that leave the last weight panel part-filled (30, 9, 18 and 20 rows) and odd column
+    counts (9 and 11: the int8 build's last column pair padded)."""
     if march == "haswell" and not _has_cpu_flags("avx2", "fma", "f16c"):
         pytest.skip("this CPU runs no AVX2 code")
     monkeypatch.setattr(native_step, "FLAGS", [f"-march={march}" if f.startswith("-march=") else f
                                                for f in native_step.FLAGS])
-    model = causal_model("cgLN", n_filters=30, bn_chan=10, hid_chan=18, skip_chan=10)
+    model = causal_model("cgLN", n_filters=30, bn_chan=9, hid_chan=18, skip_chan=11)
     x = torch.randn(1, 1601, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         offline = model(x)
