@@ -49,7 +49,7 @@ def make_step(model, forward, loss_func, mix, sources):
         loss = loss_func(forward(mix), sources)
         loss.backward()
         optimizer.step()
-        return float(loss)
+        return float(loss.detach())
 
     return step
 
