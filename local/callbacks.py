@@ -79,6 +79,33 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_torch_save(checkpoint, path)
 
 
+class EveryEpochLastCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` whose ``last.ckpt`` follows every epoch.
+
+    Lightning 2.6 writes ``last.ckpt`` only when a top-k file was saved at the same step
+    (``on_train_epoch_end`` / ``on_validation_end``: "only save last checkpoint if a checkpoint
+    was actually saved"), so once the validation loss stops entering the top k, ``last.ckpt``
+    stays at the last improvement: a run of 57 epochs whose best was epoch 42 left ``last.ckpt``
+    at epoch 42, and a job killed after that resumed 15 epochs back. Here it is written at the
+    same two hooks whenever the parent saved nothing there.
+    """
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_unsaved(trainer)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_unsaved(trainer)
+
+    def _save_last_if_unsaved(self, trainer) -> None:
+        # _should_skip_saving_checkpoint: fast_dev_run, sanity check, not fitting, or already saved at this step
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
 class PreemptionCheckpoint(Callback):
     """Save ``last.ckpt`` when the run is pre-empted (SIGTERM, or SIGUSR1 off SLURM).
 

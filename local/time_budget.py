@@ -177,9 +177,7 @@ class TimeBudget(pl.Callback):
     @staticmethod
     def _apply(trainer, pl_module, max_steps: int, steps_per_epoch: int) -> None:
         # Whole epochs end the run through max_epochs, as a fixed-epoch run ends: stopped by
-        # max_steps instead, Lightning 2.6 skips the last epoch's checkpoint. (Open question: in
-        # two loaded CI-like runs of ~110 ten-batch epochs, last.ckpt stood at epoch 101 while the
-        # logs show every epoch trained, with or without a budget; the tests read the logs.)
+        # max_steps instead, Lightning 2.6 skips the last epoch's checkpoint.
         if max_steps % steps_per_epoch == 0:
             trainer.fit_loop.max_epochs = max_steps // steps_per_epoch
         else:

@@ -321,12 +321,13 @@ def main(argv=None) -> int:
 
     import pytorch_lightning as pl
     import torch
-    from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+    from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, TQDMProgressBar
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
     from pytorch_lightning.utilities import rank_zero_only
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-    from local.callbacks import AtomicCheckpointIO, PreemptionCheckpoint, remove_stale_temporaries
+    from local.callbacks import (AtomicCheckpointIO, EveryEpochLastCheckpoint, PreemptionCheckpoint,
+                                 remove_stale_temporaries)
     from local.data import SeparationDataModule
     from local.stage_state import atomic_write_text, is_done, mark_done
     from local.system import CompileError, NonFiniteLossError, SeparationSystem
@@ -376,7 +377,7 @@ def main(argv=None) -> int:
         log.warning("%d training utterances shorter than data.min_segment were dropped",
                     datamodule.train_set.n_dropped)
 
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch:03d}-val{val_loss:.3f}",
+    checkpoint = EveryEpochLastCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch:03d}-val{val_loss:.3f}",
                                  auto_insert_metric_name=False, monitor="val_loss", mode="min",
                                  save_top_k=tc["save_top_k"], save_last=True, verbose=False)
     preemption = PreemptionCheckpoint(checkpoint)
