@@ -1,6 +1,7 @@
-"""Fault safety for training: atomic checkpoint files and checkpoint-on-pre-emption.
+"""Fault safety for training: atomic checkpoint files, a last.ckpt of every epoch, and
+checkpoint-on-pre-emption.
 
-Two pieces, both plugged into Lightning rather than replacing it:
+Three pieces, all plugged into Lightning rather than replacing it:
 
 ``AtomicCheckpointIO``
     Lightning 2.6 already saves through ``lightning_fabric.utilities.cloud_io._atomic_save``:
@@ -26,6 +27,10 @@ Two pieces, both plugged into Lightning rather than replacing it:
     else handles it; on SLURM with ``auto_requeue`` Lightning's own SIGUSR1 handler
     (save ``hpc_ckpt_N.ckpt`` + ``scontrol requeue``) is left in place, see
     ``slurm/train.sbatch``.
+
+``EveryEpochLastCheckpoint``
+    The recipe's ``ModelCheckpoint``: ``last.ckpt`` at the end of every epoch, which
+    Lightning 2.6.6 writes only when a top-k checkpoint was saved (see the class).
 """
 
 from __future__ import annotations
