@@ -27,6 +27,13 @@
 typedef _Float16 wtype;
 #elif defined(NATIVE_WEIGHTS_INT8)
 typedef int8_t wtype; /* with a float scale per row */
+/* Two int16 as the int32 lane that vpmaddwd reads them from (memory order: the first is the low half). */
+static inline int32_t pack_pair(int16_t lo, int16_t hi) {
+    const int16_t two[2] = {lo, hi};
+    int32_t v;
+    memcpy(&v, two, sizeof v);
+    return v;
+}
 #else
 typedef float wtype;
 #endif
@@ -97,7 +104,6 @@ static inline vfloat vfma(vfloat a, vfloat b, vfloat c) { return a * b + c; }
 typedef int32_t vint __attribute__((vector_size(VW * sizeof(int32_t))));
 static inline vint vint_zero(void) { return (vint){0}; }
 static inline vint vint_set1(int32_t pair) { return (vint){0} + pair; }
-static inline int32_t pack_pair(int16_t lo, int16_t hi);
 static inline vint vint_pairs(const wtype *w) {
     vint v;
     for (int i = 0; i < VW; ++i) v[i] = pack_pair(w[2 * i], w[2 * i + 1]);
@@ -171,14 +177,6 @@ typedef struct {
 enum { TILE_PANELS = 4, TILE_FRAMES = VW == 16 ? 4 : 2 }; /* accumulators + weights fit the registers */
 
 #if defined(NATIVE_WEIGHTS_INT8)
-/* Two int16 as the int32 lane that vpmaddwd reads them from (memory order: the first is the low half). */
-static inline int32_t pack_pair(int16_t lo, int16_t hi) {
-    const int16_t two[2] = {lo, hi};
-    int32_t v;
-    memcpy(&v, two, sizeof v);
-    return v;
-}
-
 /* The input frames of a product: k frames of `stride` int16 pairs with a float scale each. */
 typedef struct {
     const int16_t *q;

@@ -209,7 +209,6 @@ class NativeStreamStep:
         self._model_ref = ctypes.byref(self._model)
         self.n_sums = int(step.n_sums)
         self._work = torch.empty(0)
-        self._work_floats: Dict[int, int] = {}  # hops per call -> scratch floats
 
     def _ptr(self, tensor: torch.Tensor) -> int:
         t = _f32(tensor)
@@ -249,14 +248,13 @@ class NativeStreamStep:
     def __call__(self, chunk, pending, frames_done, rings, positions, sums, tail):
         # At one hop per call every tensor operation here costs 5-10 us (the step has just streamed
         # the weights through the caches), as much as the norms of the whole model: hence the checks
-        # before converting, the cached scratch size, and frames_done advanced by the C code.
+        # before converting, and frames_done advanced by the C code.
         if chunk.dtype != torch.float32 or chunk.device.type != "cpu" or not chunk.is_contiguous():
             chunk = _f32(chunk)
         batch, k = chunk.shape[0], chunk.shape[1] // self.stride
-        if k not in self._work_floats:
-            self._work_floats[k] = int(self._lib.work_floats(self._model_ref, k))
-            if self._work.numel() < self._work_floats[k]:
-                self._work = torch.empty(self._work_floats[k])
+        need = int(self._lib.work_floats(self._model_ref, k))
+        if self._work.numel() < need:
+            self._work = torch.empty(need)
         out = torch.empty(batch, self.n_src, k * self.stride)
         self._lib.stream_step(self._model_ref, batch, k, chunk.data_ptr(), out.data_ptr(), pending.data_ptr(),
                               tail.data_ptr(), sums.data_ptr(), rings.data_ptr(), positions.data_ptr(),

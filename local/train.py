@@ -378,8 +378,8 @@ def main(argv=None) -> int:
                     datamodule.train_set.n_dropped)
 
     checkpoint = EveryEpochLastCheckpoint(dirpath=ckpt_dir, filename="epoch{epoch:03d}-val{val_loss:.3f}",
-                                 auto_insert_metric_name=False, monitor="val_loss", mode="min",
-                                 save_top_k=tc["save_top_k"], save_last=True, verbose=False)
+                                          auto_insert_metric_name=False, monitor="val_loss", mode="min",
+                                          save_top_k=tc["save_top_k"], save_last=True, verbose=False)
     preemption = PreemptionCheckpoint(checkpoint)
     from local.config import parse_duration
     from local.time_budget import TimeBudget
