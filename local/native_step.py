@@ -209,6 +209,7 @@ class NativeStreamStep:
         self._model_ref = ctypes.byref(self._model)
         self.n_sums = int(step.n_sums)
         self._work = torch.empty(0)
+        self._work_ptr: Dict[int, int] = {}  # hops per call -> the scratch buffer's address
 
     def _ptr(self, tensor: torch.Tensor) -> int:
         t = _f32(tensor)
@@ -245,18 +246,39 @@ class NativeStreamStep:
                 torch.zeros(batch, sum(self.rings), self.hid_chan), torch.zeros(len(self.rings), dtype=torch.int64),
                 torch.zeros(batch, self.n_sums, 2, dtype=torch.float64), torch.zeros(batch, self.n_src, overlap))
 
+    @staticmethod
+    def pointers(state) -> tuple:
+        """The addresses of a state from :meth:`initial_state`, in the C call's order. The step
+        updates the state in place, so they stay valid for the stream: a caller that keeps them
+        saves their lookup on every call."""
+        pending, frames_done, rings, positions, sums, tail = state
+        for t in state:
+            if t.device.type != "cpu" or not t.is_contiguous():
+                raise ValueError("NativeStreamStep: the state must be the contiguous CPU tensors of initial_state()")
+        return tuple(t.data_ptr() for t in (pending, tail, sums, rings, positions, frames_done))
+
+    def run(self, chunk: torch.Tensor, batch: int, k: int, pointers: tuple, squeeze: bool = False) -> torch.Tensor:
+        """``k`` hops of ``batch`` streams: ``chunk`` a contiguous CPU float32 tensor of
+        ``batch * k * stride`` samples, ``pointers`` from :meth:`pointers`; returns a new
+        ``(batch, n_src, k * stride)`` tensor (``(n_src, k * stride)`` with ``squeeze``, one stream). At one hop per call every Python-side tensor
+        operation costs 5-15 us (the step has just streamed the weights through the caches,
+        evicting the interpreter's data), as much as the norms of the whole model: hence nothing
+        here but the output's allocation and the call."""
+        work = self._work_ptr.get(k)
+        if work is None:
+            need = int(self._lib.work_floats(self._model_ref, k))
+            if self._work.numel() < need:
+                self._work = torch.empty(need)
+                self._work_ptr.clear()
+            work = self._work_ptr[k] = self._work.data_ptr()
+        n = k * self.stride
+        out = torch.empty(self.n_src, n) if squeeze else torch.empty(batch, self.n_src, n)
+        self._lib.stream_step(self._model_ref, batch, k, chunk.data_ptr(), out.data_ptr(), *pointers, work)
+        return out
+
     def __call__(self, chunk, pending, frames_done, rings, positions, sums, tail):
-        # At one hop per call every tensor operation here costs 5-10 us (the step has just streamed
-        # the weights through the caches), as much as the norms of the whole model: hence the checks
-        # before converting, and frames_done advanced by the C code.
         if chunk.dtype != torch.float32 or chunk.device.type != "cpu" or not chunk.is_contiguous():
             chunk = _f32(chunk)
-        batch, k = chunk.shape[0], chunk.shape[1] // self.stride
-        need = int(self._lib.work_floats(self._model_ref, k))
-        if self._work.numel() < need:
-            self._work = torch.empty(need)
-        out = torch.empty(batch, self.n_src, k * self.stride)
-        self._lib.stream_step(self._model_ref, batch, k, chunk.data_ptr(), out.data_ptr(), pending.data_ptr(),
-                              tail.data_ptr(), sums.data_ptr(), rings.data_ptr(), positions.data_ptr(),
-                              frames_done.data_ptr(), self._work.data_ptr())
-        return out, pending, frames_done, rings, positions, sums, tail
+        state = (pending, frames_done, rings, positions, sums, tail)
+        out = self.run(chunk, chunk.shape[0], chunk.shape[1] // self.stride, self.pointers(state))
+        return (out, *state)
