@@ -16,7 +16,7 @@ interrupted build is never picked up. Without a compiler the engine is refused i
 ``weights="fp16"`` (engine ``native-fp16``) stores every weight matrix in half precision and
 ``weights="int8"`` (engine ``native-int8``) as int8 with a float scale per row (its largest
 magnitude maps to 127), each in a build of its own: at one hop per call reading the weights is
-most of the step (19 MB in float32 for paper_best_causal; one core here reads about 27 GB/s
+most of the step (19 MB in float32 for paper_best_causal; one core here reads 27-30 GB/s
 from L3), so half or a quarter of the bytes makes it faster. fp16 weights are widened to
 float32 for the products; int8 weights are multiplied with each frame's input quantised to
 int16 (its own scale) in int32 arithmetic, two products per lane per instruction. Both are

@@ -58,14 +58,14 @@ call, and is frozen (weights as constants). Measured for ``paper_best_causal``
 per call, 0.68 ms at 8 hops, 0.31 ms at 32 hops (eager: 7.0, 1.0, 0.42 ms). At
 one hop nearly all of it is the ~900 small operations of a call, so
 ``engine="native"`` (:mod:`local.native_step`) runs the same folded weights as one
-C function: 0.84, 0.16 and 0.10 ms (2026-12-02, TorchScript 2.63, 0.55 and 0.24 ms
-in the same run). One hop per call cannot reach the paper's 0.4 ms per frame there
-in float32: the model's 19 MB of weights are read once per frame, and one core
-reads about 27 GB/s from L3 (0.73 ms). The opt-in ``engine="native-fp16"`` and
-``engine="native-int8"`` store the weights in half precision or as int8 (half or a
-quarter of the bytes): 0.45 and 0.27 ms per frame at one hop, output SNR 67 and
-39.5 dB against float32. From 32 hops per call (33 ms of algorithmic latency) the
-weights are reused across frames.
+C function: 0.75, 0.15 and 0.09 ms (2026-12-02, family 6 model 167; TorchScript 2.30,
+0.51 and 0.24 ms in the same run). One hop per call cannot reach the paper's 0.4 ms
+per frame there in float32: the model's 19 MB of weights are read once per frame,
+and one core reads about 30 GB/s from L3 (0.65 ms). The opt-in
+``engine="native-fp16"`` and ``engine="native-int8"`` store the weights in half
+precision or as int8 (half or a quarter of the bytes): 0.44 and 0.26 ms per frame
+at one hop, output SNR 67 and 39.5 dB against float32. From 32 hops per call (33 ms
+of algorithmic latency) the weights are reused across frames.
 
 Latency
 -------
@@ -434,10 +434,10 @@ class StreamingSeparator:
         engine: ``"script"`` (default: the TorchScript-scripted :class:`StreamStep`), ``"eager"``
             (the same module in Python), ``"onnx"`` (onnxruntime on ``model_stream.onnx``, CPU) or
             ``"native"`` (:mod:`local.native_step`: the same step as one C call, float32 on the CPU,
-            compiled on first use; 2.3-3.5x faster than ``"script"`` at 1 to 32 hops per call),
+            compiled on first use; 2.6-3.5x faster than ``"script"`` at 1 to 32 hops per call),
             and its opt-in twins ``"native-fp16"`` and ``"native-int8"`` (weights stored in half
-            precision or as int8: 1.9x and 3.1x faster still at one hop, not equal to float32
-            within 1e-4; the benchmark reports their SNR).
+            precision or as int8: 1.7x and 2.9x faster still at one hop; not float32's exact
+            arithmetic, the benchmark reports their SNR).
 
     ``process`` takes ``(time,)`` or ``(batch, time)`` float tensors and
     returns ``(n_src, n)`` or ``(batch, n_src, n)``, on the separator's device.
