@@ -1,4 +1,4 @@
-"""Drop-in replacements for asteroid's layers that are slow to train on CPU: three of the TCN's, the filterbanks'.
+"""Drop-in replacements for asteroid's layers that are slow to train on CPU: the TCN's, the filterbanks'.
 
 Profiling a demo training step (``benchmarks/benchmark_tcn_ops.py``) showed that a
 quarter of a CPU step went into layers whose work is trivial:
@@ -23,8 +23,16 @@ quarter of a CPU step went into layers whose work is trivial:
   :class:`FastDecoder` overlap-adds the frames' products with ``F.fold``. The compiled demo
   step (one thread, another job on the second core) went from 387 to 323 ms under
   ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`` and from 299 to 281 ms with AVX-512.
-  (A 1x1 convolution as ``matmul`` was also faster on AVX2 alone, by itself, but not in the
-  compiled step, so those stay oneDNN convolutions.)
+- The TCN's 1x1 convolutions are matrix products, but oneDNN runs them as convolutions, and
+  a ``matmul`` on the channels-first (batch, chan, frames) tensors costs layout copies in the
+  compiled step that eat the gain. :class:`FastTDConvNet` runs the whole TCN channels-last
+  instead, (batch, frames, chan), where every 1x1 convolution is one ``F.linear`` (a BLAS
+  matrix product forward and backward, no copy) and the norms, PReLUs and depthwise taps are
+  the same element-wise work along other strides: one transpose in, one out. A compiled demo
+  step (2 threads, ``benchmarks/benchmark_compile.py``, 2026-12-03, Xeon family 6 model 167)
+  took 125 ms instead of 153 ms with every library held to AVX2 (``ATEN_CPU_CAPABILITY=avx2
+  ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2``), 125 instead of 134 ms with the
+  machine's AVX-512 kernels.
 
 Which code runs is decided at every call, from the input (parameters are shared, so
 nothing has to be swapped when the model moves between devices): the rewritten formulas
@@ -60,6 +68,7 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
+from asteroid.masknn.convolutional import TDConvNet
 from asteroid.masknn.norms import GlobLN, _glob_norm
 from asteroid_filterbanks.enc_dec import Decoder, Encoder, multishape_conv1d, multishape_conv_transpose1d
 from torch import nn
@@ -82,7 +91,12 @@ class FastPReLU(nn.PReLU):
         if weight.numel() > 1:  # one slope per channel: broadcast over [batch, chan, time]
             shape = [1, -1] + [1] * (x.dim() - 2)
             weight = weight.view(shape)
-        return torch.relu(x) - weight * torch.relu(-x)
+        return _prelu(x, weight)
+
+
+def _prelu(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """PReLU with slopes ``weight`` already shaped to broadcast over ``x``."""
+    return torch.relu(x) - weight * torch.relu(-x)
 
 
 class FastGlobLN(GlobLN):
@@ -91,12 +105,16 @@ class FastGlobLN(GlobLN):
     def forward(self, x: torch.Tensor, EPS: float = 1e-8) -> torch.Tensor:
         if not x.is_cpu:
             return self.apply_gain_and_bias(_glob_norm(x, eps=EPS))  # asteroid's GlobLN.forward
-        dims = list(range(1, x.dim()))
-        centred = x - x.mean(dim=dims, keepdim=True)
-        var = (centred * centred).mean(dim=dims, keepdim=True)
         shape = [1, -1] + [1] * (x.dim() - 2)
-        scale = self.gamma.view(shape) * torch.rsqrt(var + EPS)
-        return torch.addcmul(self.beta.view(shape), centred, scale)
+        return _global_norm(x, self.gamma.view(shape), self.beta.view(shape), EPS)
+
+
+def _global_norm(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float) -> torch.Tensor:
+    """gLN over every dimension but the batch's, with ``gamma``/``beta`` shaped to broadcast over ``x``."""
+    dims = list(range(1, x.dim()))
+    centred = x - x.mean(dim=dims, keepdim=True)
+    var = (centred * centred).mean(dim=dims, keepdim=True)
+    return torch.addcmul(beta, centred, gamma * torch.rsqrt(var + eps))
 
 
 class FastDepthwiseConv1d(nn.Conv1d):
@@ -110,18 +128,29 @@ class FastDepthwiseConv1d(nn.Conv1d):
         if not _train_on_cpu(x):
             return self._conv_forward(x, self.weight, self.bias)  # nn.Conv1d.forward
         pad = self.padding[0]
-        dilation = self.dilation[0]
-        taps = self.kernel_size[0]
-        padded = F.pad(x, [pad, pad])
-        length = padded.shape[-1] - dilation * (taps - 1)
-        weight = self.weight[:, 0, :].unsqueeze(-1)  # (C, P, 1): one column per tap
-        out = padded[..., :length] * weight[:, 0]
-        for k in range(1, taps):
-            out = out + padded[..., k * dilation:k * dilation + length] * weight[:, k]
         bias = self.bias  # a local for TorchScript's Optional refinement
         if bias is not None:
-            out = out + bias.unsqueeze(-1)
-        return out
+            bias = bias.unsqueeze(-1)
+        return _shifted_sums(F.pad(x, [pad, pad]), self.weight[:, 0, :].unsqueeze(-1), bias, self.dilation[0], -1)
+
+    def channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        """The same convolution of a (batch, frames, chan) tensor."""
+        pad = self.padding[0]
+        return _shifted_sums(F.pad(x, [0, 0, pad, pad]), self.weight[:, 0, :], self.bias, self.dilation[0], 1)
+
+
+def _shifted_sums(padded: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], dilation: int,
+                  time_dim: int) -> torch.Tensor:
+    """``sum_k weight[:, k] * padded[t + k * dilation] (+ bias)`` along ``time_dim``; ``weight`` is
+    (C, P) or (C, P, 1) and ``bias`` shaped, like each tap ``weight[:, k]``, to broadcast over it."""
+    taps = weight.shape[1]
+    length = padded.shape[time_dim] - dilation * (taps - 1)
+    out = padded.narrow(time_dim, 0, length) * weight[:, 0]
+    for k in range(1, taps):
+        out = out + padded.narrow(time_dim, k * dilation, length) * weight[:, k]
+    if bias is not None:
+        out = out + bias
+    return out
 
 
 class FastEncoder(Encoder):
@@ -177,19 +206,65 @@ class FastDecoder(Decoder):
         return wav
 
 
+class FastTDConvNet(TDConvNet):
+    """asteroid's ``TDConvNet``; in CPU training with gLN, the whole TCN channels-last.
+
+    With (batch, frames, chan) activations every 1x1 convolution is one ``F.linear``: BLAS
+    matrix products forward and backward, where oneDNN's 1x1 convolutions were half of a
+    compiled demo step with the AVX2 kernels (``benchmarks/benchmark_compile.py --profile``).
+    The blocks are asteroid's modules (the same parameters and names: state dicts are
+    unchanged); only their order of axes differs. Other norms (cLN, cgLN, BN: the causal
+    models), inference and other devices run asteroid's ``forward``.
+    """
+
+    def forward(self, mixture_w: torch.Tensor) -> torch.Tensor:
+        if not (_train_on_cpu(mixture_w) and mixture_w.dim() == 3 and not self.causal
+                and type(self.bottleneck[0]) is FastGlobLN):
+            return super().forward(mixture_w)
+        batch, _, n_frames = mixture_w.shape
+        norm, conv = self.bottleneck
+        out = _pointwise(_global_norm(mixture_w.transpose(1, 2), norm.gamma, norm.beta, 1e-8), conv)
+        skip = None
+        for i, block in enumerate(self.TCN):
+            in_conv, prelu, norm, depth_conv, depth_prelu, depth_norm = block.shared_block
+            hidden = _global_norm(_prelu(_pointwise(out, in_conv), prelu.weight), norm.gamma, norm.beta, 1e-8)
+            hidden = _prelu(depth_conv.channels_last(hidden), depth_prelu.weight)
+            hidden = _global_norm(hidden, depth_norm.gamma, depth_norm.beta, 1e-8)
+            if self.skip_chan:
+                skip = _pointwise(hidden, block.skip_conv) if skip is None else skip + _pointwise(hidden, block.skip_conv)
+                if i == len(self.TCN) - 1:  # asteroid adds the last residual to a sum nothing reads
+                    break
+            out = out + _pointwise(hidden, block.res_conv)
+        prelu, mask_conv = self.mask_net
+        score = _pointwise(_prelu(skip if self.skip_chan else out, prelu.weight), mask_conv)
+        score = score.transpose(1, 2).reshape(batch, self.n_src, self.out_chan, n_frames)
+        return self.output_act(score)
+
+
+def _pointwise(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+    """A 1x1 ``nn.Conv1d`` applied to a channels-last (batch, frames, chan) tensor."""
+    return F.linear(x, conv.weight[:, :, 0], conv.bias)
+
+
 def _is_plain_depthwise(conv: nn.Module) -> bool:
     return (type(conv) is nn.Conv1d and conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
             and conv.stride == (1,) and conv.padding_mode == "zeros" and not isinstance(conv.padding, str))
 
 
 def use_fast_ops(module: nn.Module) -> nn.Module:
-    """Replace every ``nn.PReLU``, ``GlobLN``, depthwise ``nn.Conv1d`` and filterbank ``Encoder`` /
-    ``Decoder`` inside ``module`` in place.
+    """Replace every ``TDConvNet``, ``nn.PReLU``, ``GlobLN``, depthwise ``nn.Conv1d`` and filterbank
+    ``Encoder`` / ``Decoder`` inside ``module`` in place.
 
     Exact types only: subclasses of those layers may compute something else. Returns ``module``.
     The new layers choose their code per call (see the module docstring), so the swap is
     right for every device the model is later moved to.
     """
+    for parent in list(module.modules()):  # first the TCNs, whose new layers the second pass swaps
+        for name, child in list(parent.named_children()):
+            if type(child) is TDConvNet:
+                with torch.random.fork_rng(devices=[]):  # a new TCN's initial weights must not move the caller's stream
+                    fast = FastTDConvNet(**child.get_config())
+                setattr(parent, name, _take_over(fast, child))
     for parent in list(module.modules()):
         for name, child in list(parent.named_children()):
             if type(child) in (Encoder, Decoder):  # the same filterbank object: shared (Pinv) filters stay shared
@@ -209,9 +284,14 @@ def use_fast_ops(module: nn.Module) -> nn.Module:
                                           bias=child.bias is not None)
             else:
                 continue
-            new.to(next(child.parameters()))  # same device and dtype
-            new.load_state_dict(child.state_dict())
-            for old_p, new_p in zip(child.parameters(), new.parameters()):
-                new_p.requires_grad_(old_p.requires_grad)
-            setattr(parent, name, new)
+            setattr(parent, name, _take_over(new, child))
     return module
+
+
+def _take_over(new: nn.Module, old: nn.Module) -> nn.Module:
+    """``new`` with ``old``'s parameters and buffers, device, dtype and ``requires_grad`` flags."""
+    new.to(next(old.parameters()))
+    new.load_state_dict(old.state_dict())
+    for old_p, new_p in zip(old.parameters(), new.parameters()):
+        new_p.requires_grad_(old_p.requires_grad)
+    return new

@@ -270,3 +270,46 @@ def test_filterbank_rewrites_run_only_for_cpu_training():
     with torch.no_grad():
         assert "convolution" in " ".join(_aten_ops(enc, wav)) and "convolution" in " ".join(_aten_ops(dec, spec))
     assert dec(spec, length=190).shape == (2, 3, 190)
+
+
+@pytest.mark.parametrize("skip_chan", [16, 0])
+def test_channels_last_tcn_trains_like_asteroids(skip_chan):
+    """FastTDConvNet (CPU training: the TCN channels-last, 1x1 convolutions as F.linear): asteroid's
+    outputs and gradients with asteroid's state dict, with and without skip connections; no
+    convolution runs in its TCN then, and inference runs asteroid's own forward."""
+    from asteroid.models import ConvTasNet
+
+    from local.fast_ops import FastTDConvNet
+
+    kwargs = dict(n_filters=32, kernel_size=16, stride=8, n_blocks=3, n_repeats=2, bn_chan=16,
+                  hid_chan=24, skip_chan=skip_chan, mask_act="relu")
+    torch.manual_seed(0)
+    ours = ConvTasNetVariant(2, **kwargs)
+    assert type(ours.masker) is FastTDConvNet
+    stock = ConvTasNet(2, **kwargs)
+    assert stock.state_dict().keys() == ours.state_dict().keys()
+    stock.load_state_dict(ours.state_dict())
+    mix = torch.randn(3, 1000, generator=torch.Generator().manual_seed(7))
+    got, ref = ours(mix), stock(mix)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-4)
+    got.square().mean().backward()
+    ref.square().mean().backward()
+    for (name, a), (_, b) in zip(ours.named_parameters(), stock.named_parameters()):
+        assert (a.grad is None) == (b.grad is None or not a.requires_grad), name
+        if a.grad is not None:
+            torch.testing.assert_close(a.grad, b.grad, atol=1e-6, rtol=1e-3, msg=name)
+    spec = torch.randn(2, 32, 40)
+    assert not any("convolution" in op for op in _aten_ops(ours.masker, spec))
+    with torch.no_grad():
+        assert any("convolution" in op for op in _aten_ops(ours.masker, spec))
+
+
+def test_channels_last_tcn_leaves_causal_norms_to_asteroid():
+    """cLN and cgLN (the causal models) keep asteroid's channels-first forward in training too."""
+    from local.fast_ops import FastTDConvNet
+
+    for norm in ("cLN", "cgLN"):
+        model = ConvTasNetVariant(2, n_filters=32, kernel_size=16, stride=8, n_blocks=2, n_repeats=1,
+                                  bn_chan=16, hid_chan=24, skip_chan=16, norm_type=norm, causal=True)
+        assert type(model.masker) is FastTDConvNet
+        assert any("convolution" in op for op in _aten_ops(model.masker, torch.randn(2, 32, 40)))
