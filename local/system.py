@@ -171,8 +171,8 @@ class SeparationSystem(System):
     Non-finite batches. A batch whose loss, or whose gradient, is NaN/inf must not update
     the weights, and under DDP every rank must take the same decision, or the ranks'
     weights drift apart (or a rank waits forever in a collective the others skipped).
-    The mechanism needs no host synchronisation with the fused optimizer (CUDA without a
-    GradScaler), whether or not anything is wrong:
+    The mechanism needs no host synchronisation with the fused optimizer (CUDA or CPU without
+    a GradScaler), whether or not anything is wrong:
 
     1. ``training_step`` always returns the loss, so every rank runs backward and DDP's
        gradient all-reduce (Lightning does not support returning ``None`` with several
@@ -186,14 +186,14 @@ class SeparationSystem(System):
        step, which NCCL runs on the stream without a host wait (no barrier).
     3. The step is skipped on every rank with the same flag:
 
-       - fused Adam/AdamW (:func:`make_optimizer`; chosen on CUDA unless a GradScaler is in
-         use, see :meth:`configure_optimizers`): the flag goes to the optimizer as
+       - fused Adam/AdamW (:func:`make_optimizer`; chosen on CUDA and CPU unless a GradScaler
+         is in use, see :meth:`configure_optimizers`): the flag goes to the optimizer as
          ``found_inf``, the protocol ``torch.amp.GradScaler`` uses with fused optimizers.
          The fused kernel then leaves weights, moments and step counts untouched, on the
          device; the host reads the counters only every ``trainer.log_every_n_steps``
          optimizer steps (when Lightning reads its logged values anyway) and at epoch end.
-       - otherwise (CPU, where a host read costs nothing; 16-bit AMP, whose GradScaler reads
-         its own overflow flag every step anyway): the flag is read, and a bad step's
+       - otherwise (16-bit AMP, whose GradScaler reads its own overflow flag every step
+         anyway; other devices; ``fused_optimizer = False``): the flag is read, and a bad step's
          gradients are set to ``None``, which makes the optimizer step a no-op (Adam skips
          parameters without a gradient).
 
@@ -221,7 +221,7 @@ class SeparationSystem(System):
         loss = PITLossWrapper(pairwise_neg_sisdr, pit_from="pw_mtx")
         super().__init__(model, optimizer, loss, train_loader=None, scheduler=scheduler, config=conf)
         self.total_steps = total_steps
-        # The fused optimizer: None = on CUDA without a GradScaler (configure_optimizers); True/False forces it.
+        # The fused optimizer: None = on CUDA or CPU without a GradScaler (configure_optimizers); True/False forces it.
         self.fused_optimizer: Optional[bool] = None
         # Skipped optimizer steps: [in total, in a row now, longest run since the host last looked];
         # on the training device once training runs (saved in checkpoints, logged as skipped_batches).
@@ -272,15 +272,17 @@ class SeparationSystem(System):
     def configure_optimizers(self):
         """asteroid's optimizer/scheduler set-up, with the fused optimizer where it pays.
 
-        On CUDA without a GradScaler the optimizer is rebuilt as torch's fused Adam/AdamW
-        (one kernel for all parameters, and device-side step skipping). Not under a
-        GradScaler: Lightning refuses gradient clipping with optimizers that unscale
+        On CUDA and on the CPU, without a GradScaler, the optimizer is rebuilt as torch's fused
+        Adam/AdamW (one kernel for all parameters, and device-side step skipping). On the CPU
+        a step of the demo model's 0.39M parameters took 1.2 ms fused against 6.2 ms for the
+        default per-tensor loop (2 threads, 2026-12-03): 3% of a compiled demo step. Not under
+        a GradScaler: Lightning refuses gradient clipping with optimizers that unscale
         internally. A resumed run keeps whatever implementation its checkpoint's optimizer
         state names (``_skip_if_nonfinite`` looks at the param groups).
         """
         fused = self.fused_optimizer
         if fused is None:
-            fused = self.trainer.strategy.root_device.type == "cuda" and self._grad_scaler() is None
+            fused = self.trainer.strategy.root_device.type in ("cuda", "cpu") and self._grad_scaler() is None
         if fused:
             self.optimizer = make_optimizer(self.model.parameters(), self.config["optim"], fused=True)
             self.scheduler = make_scheduler(self.optimizer, self.config["scheduler"], self.total_steps)
