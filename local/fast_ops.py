@@ -206,6 +206,9 @@ class FastDecoder(Decoder):
         return wav
 
 
+_GLN_EPS = 1e-8  # asteroid's GlobLN default
+
+
 class FastTDConvNet(TDConvNet):
     """asteroid's ``TDConvNet``; in CPU training with gLN, the whole TCN channels-last.
 
@@ -222,16 +225,17 @@ class FastTDConvNet(TDConvNet):
                 and type(self.bottleneck[0]) is FastGlobLN):
             return super().forward(mixture_w)
         batch, _, n_frames = mixture_w.shape
-        norm, conv = self.bottleneck
-        out = _pointwise(_global_norm(mixture_w.transpose(1, 2), norm.gamma, norm.beta, 1e-8), conv)
+        in_norm, in_conv = self.bottleneck
+        out = _pointwise(_global_norm(mixture_w.transpose(1, 2), in_norm.gamma, in_norm.beta, _GLN_EPS), in_conv)
         skip = None
         for i, block in enumerate(self.TCN):
-            in_conv, prelu, norm, depth_conv, depth_prelu, depth_norm = block.shared_block
-            hidden = _global_norm(_prelu(_pointwise(out, in_conv), prelu.weight), norm.gamma, norm.beta, 1e-8)
+            conv, prelu, norm, depth_conv, depth_prelu, depth_norm = block.shared_block
+            hidden = _global_norm(_prelu(_pointwise(out, conv), prelu.weight), norm.gamma, norm.beta, _GLN_EPS)
             hidden = _prelu(depth_conv.channels_last(hidden), depth_prelu.weight)
-            hidden = _global_norm(hidden, depth_norm.gamma, depth_norm.beta, 1e-8)
+            hidden = _global_norm(hidden, depth_norm.gamma, depth_norm.beta, _GLN_EPS)
             if self.skip_chan:
-                skip = _pointwise(hidden, block.skip_conv) if skip is None else skip + _pointwise(hidden, block.skip_conv)
+                block_skip = _pointwise(hidden, block.skip_conv)
+                skip = block_skip if skip is None else skip + block_skip
                 if i == len(self.TCN) - 1:  # asteroid adds the last residual to a sum nothing reads
                     break
             out = out + _pointwise(hidden, block.res_conv)
