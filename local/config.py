@@ -35,6 +35,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "dynamic_mixing": False,  # remix training sources on the fly (new pairs and gains)
         "dm_snr_range": 2.5,  # dynamic mixing: relative level uniform in [-x, x] dB
         "dm_speed_range": 0.0,  # dynamic mixing: each source's speed (pitch and formants) x U[1-x, 1+x]
+        "cache_sources": False,  # dynamic mixing: keep source files in memory once read (per worker)
         "train_set": "tr",
         "valid_set": "cv",
         "test_set": "tt",
@@ -316,6 +317,9 @@ def _check_values(conf: dict, source: str) -> None:
     if not 0.0 <= data["dm_speed_range"] < 0.5:
         raise ConfigError(f"{source}: data.dm_speed_range={data['dm_speed_range']} must be in [0, 0.5) "
                           "(0.1 plays each training source at 0.9-1.1 of its speed)")
+    if data["cache_sources"] and not data["dynamic_mixing"]:
+        raise ConfigError(f"{source}: data.cache_sources keeps dynamic mixing's source files in memory; "
+                          "with data.dynamic_mixing=false nothing would use it (set one of them)")
     tc = conf["training"]
     try:
         parse_duration(tc["time_budget"])

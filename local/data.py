@@ -51,6 +51,22 @@ def _read(path: str, start: int = 0, stop: Optional[int] = None) -> np.ndarray:
     return data
 
 
+def _read_compact(path: str) -> np.ndarray:
+    """A whole corpus file in its smallest exact form: 16-bit PCM stays int16 (half of float32)."""
+    try:
+        with sf.SoundFile(path) as f:
+            return f.read(dtype="int16" if f.subtype == "PCM_16" else "float32", always_2d=False)
+    except (RuntimeError, OSError) as err:
+        raise _unreadable(path, err) from None
+
+
+def _as_float32(samples: np.ndarray) -> np.ndarray:
+    """What ``soundfile`` returns as float32 for these samples: int16 scaled by 1/32768 (exact)."""
+    if samples.dtype == np.int16:
+        return samples.astype(np.float32) * np.float32(1.0 / 32768)
+    return samples
+
+
 class MixtureDataset(Dataset):
     """Mixtures and their reference sources from one split folder.
 
@@ -164,6 +180,13 @@ class DynamicMixingDataset(Dataset):
     1/100), resampled with torchaudio. That moves its pitch and every formant
     together, as a different vocal-tract length would, so the network meets
     more timbres than the corpus has speakers.
+
+    ``cache_sources``: every source file is kept in memory once it has been read
+    (16-bit PCM as int16), so later crops of it are slices instead of file reads.
+    The crops are the same samples either way; on the demo corpus a mixture is made
+    in about two thirds of the time (a quarter of a millisecond saved per source
+    read). The cache grows to the split's source audio (the demo's 12000 sources:
+    about 470 MB), once per data-loader worker.
     """
 
     def __init__(
@@ -177,6 +200,7 @@ class DynamicMixingDataset(Dataset):
         epoch_size: Optional[int] = None,
         seed: int = 0,
         speed_range: float = 0.0,
+        cache_sources: bool = False,
     ):
         if not 0.0 <= speed_range < 0.5:
             raise ValueError(f"data.dm_speed_range={speed_range} must be in [0, 0.5)")
@@ -193,6 +217,7 @@ class DynamicMixingDataset(Dataset):
         self.snr_range = snr_range
         self.speed_range = speed_range
         self._resamplers: dict[int, Resample] = {}  # filled lazily, per data-loader worker
+        self._cache: Optional[dict[str, np.ndarray]] = {} if cache_sources else None  # likewise
         self.epoch_size = epoch_size or len(base.items)
         self.seed = seed
 
@@ -213,11 +238,20 @@ class DynamicMixingDataset(Dataset):
             allowed &= (self._group != self._group[pick]) & (self._file != self._file[pick])
         return picks
 
+    def _samples(self, path: str, start: int = 0, stop: Optional[int] = None) -> np.ndarray:
+        """Samples ``start:stop`` of a source file, from the cache when it is kept."""
+        if self._cache is None:
+            return _read(path, start, stop)
+        whole = self._cache.get(path)
+        if whole is None:
+            whole = self._cache[path] = _read_compact(path)
+        return _as_float32(whole[start:stop])
+
     def _crop(self, rng: np.random.Generator, path: str, n: int, length: int) -> np.ndarray:
         if n > length:
             start = int(rng.integers(0, n - length + 1))
-            return _read(path, start, start + length)
-        return np.pad(_read(path), (0, length - n))
+            return self._samples(path, start, start + length)
+        return np.pad(self._samples(path), (0, length - n))
 
     def _resampler(self, percent: int) -> Resample:
         """torchaudio's resampler percent -> 100, its sinc kernel computed once per factor (and worker)."""
@@ -231,7 +265,8 @@ class DynamicMixingDataset(Dataset):
             return self._crop(rng, path, n, self.seg_len)
         # Read enough input for seg_len output samples, then resample percent -> 100.
         crop = self._crop(rng, path, n, -(-self.seg_len * percent // 100))
-        out = self._resampler(percent)(torch.from_numpy(crop)).numpy()
+        with torch.inference_mode():  # no autograd bookkeeping: 15-20% of the resampler's time on 1 s
+            out = self._resampler(percent)(torch.from_numpy(crop)).numpy()
         return np.pad(out, (0, max(0, self.seg_len - out.size)))[: self.seg_len]
 
     def __getitem__(self, key: int):
@@ -329,7 +364,7 @@ class SeparationDataModule(pl.LightningDataModule):
                 self.train_set = DynamicMixingDataset(
                     self._dir(c["train_set"]), c["n_src"], c["sample_rate"],
                     c["segment"], c["min_segment"], c["dm_snr_range"], seed=self.seed,
-                    speed_range=c["dm_speed_range"],
+                    speed_range=c["dm_speed_range"], cache_sources=c["cache_sources"],
                 )
             else:
                 self.train_set = MixtureDataset(

@@ -59,6 +59,7 @@ def test_overrides_parse_like_yaml(tmp_path):
     ({"data": {"sample_rate": 44100}}, "data.sample_rate"),
     ({"data": {"dm_speed_range": 0.7}}, r"data.dm_speed_range=0.7 must be in \[0, 0.5\)"),
     ({"data": {"dm_speed_range": -0.1}}, "data.dm_speed_range"),
+    ({"data": {"cache_sources": True}}, "data.cache_sources .*data.dynamic_mixing=false"),
     ({"training": {"compile": "yes"}}, "training.compile='yes' should be bool"),
     ({"filterbank": {"who_is_pinv": "encoder", "n_filters": 8, "kernel_size": 16}}, "n_filters >= kernel_size"),
 ])

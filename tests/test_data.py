@@ -80,7 +80,7 @@ def test_datamodule_missing_corpus_says_what_to_run(tmp_path):
 def _dm_conf(**changes):
     conf = {"sample_rate": 8000, "mode": "min", "n_src": 2, "segment": 0.25, "min_segment": 0.25,
             "batch_size": 2, "num_workers": 0, "dynamic_mixing": True, "dm_snr_range": 2.5, "dm_speed_range": 0.0,
-            "train_set": "tr", "valid_set": "tr", "test_set": "tr"}
+            "cache_sources": False, "train_set": "tr", "valid_set": "tr", "test_set": "tr"}
     return {**conf, **changes}
 
 
@@ -171,6 +171,28 @@ def test_speed_perturbation_scales_pitch_by_a_drawn_factor(tmp_path):
     assert abs(_peak_hz(plain[0][1][0].numpy()) - 1000.0) < 1.0
     with pytest.raises(ValueError, match="dm_speed_range"):
         DynamicMixingDataset(split, 2, 8000, segment=0.5, min_segment=0.25, speed_range=0.6)
+
+
+def test_cached_sources_give_the_same_mixtures_and_stay_compact(tmp_path, monkeypatch):
+    split = make_split(tmp_path, [8000, 6000, 3000, 8000])
+    # A float source file besides the 16-bit ones: the cache keeps it as float32.
+    float_file = Path(MixtureDataset(split, 2, 8000, segment=None).items[0]["sources"][0])
+    data, rate = sf.read(float_file, dtype="float32")
+    sf.write(float_file, data * 1.001, rate, subtype="FLOAT")
+    args = dict(n_src=2, sample_rate=8000, segment=0.5, min_segment=0.25, speed_range=0.1, seed=5)
+    plain = DynamicMixingDataset(split, **args)
+    cached = DynamicMixingDataset(split, **args, cache_sources=True)
+    for key in range(40):  # enough draws to read every file at least once, then again from the cache
+        for a, b in zip(plain[key], cached[key]):
+            assert torch.equal(a, b), key
+    assert plain._cache is None and len(cached._cache) == len(cached.sources)
+    assert cached._cache[str(float_file)].dtype == np.float32
+    assert {a.dtype for p, a in cached._cache.items() if p != str(float_file)} == {np.dtype(np.int16)}
+    # Once cached, a crop reads no file.
+    monkeypatch.setattr(sf, "read", lambda *a, **k: pytest.fail("a cached source was read again"))
+    monkeypatch.setattr(sf, "SoundFile", lambda *a, **k: pytest.fail("a cached source was opened again"))
+    mix, src = cached[41]
+    assert torch.allclose(src.sum(0), mix, atol=1e-6)
 
 
 def _named_split(root, names, n=4000, rate=8000):
