@@ -15,6 +15,7 @@
 #
 # Everything under data/ and exp/ is generated and can be deleted and rebuilt.
 set -euo pipefail
+run_started=$(date +%s.%N)  # a whole-run time budget (training.time_budget_scope: run) counts from here
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cd "$root"
 . tools/log.sh
@@ -218,9 +219,11 @@ fi
 
 if runs 1; then
   log "Stage 1: training ($conf -> $exp_dir)"
+  budget_opts=(--run-started "$run_started")
+  [ "$stop_stage" -ge 2 ] && budget_opts+=(--more-stages)
   run_logged "$exp_dir/logs" train \
     "$python" -m local.train --conf "$conf" --data-dir "$data_dir" --exp-dir "$exp_dir" "${train_opts[@]}" \
-    "${force_opt[@]}"
+    "${force_opt[@]}" "${budget_opts[@]}"
 fi
 
 if runs 2; then

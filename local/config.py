@@ -92,6 +92,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "compile": False,  # torch.compile the training forward/backward (falls back to eager without a C++ compiler)
         "compile_fallback": True,  # a torch.compile failure: true = logged warning + eager training, false = stop
         "time_budget": None,  # wall-clock budget of training ("14m", "1h30m", seconds): fixes max_steps from the measured rate
+        "time_budget_scope": "fit",  # what the budget counts: fit (Trainer.fit) or run (the whole ./run.sh command)
+        "time_budget_after": None,  # scope run: kept for the stages after training in the same command (null: none)
     },
     "evaluation": {
         "n_examples": 5,  # utterances saved as wav for listening
@@ -325,6 +327,16 @@ def _check_values(conf: dict, source: str) -> None:
         parse_duration(tc["time_budget"])
     except ValueError as err:
         raise ConfigError(f"{source}: training.time_budget={err}") from None
+    if tc["time_budget_scope"] not in ("fit", "run"):
+        raise ConfigError(f"{source}: training.time_budget_scope={tc['time_budget_scope']!r} must be 'fit' "
+                          "(the budget counts Trainer.fit) or 'run' (the whole ./run.sh command)")
+    try:
+        parse_duration(tc["time_budget_after"])
+    except ValueError as err:
+        raise ConfigError(f"{source}: training.time_budget_after={err}") from None
+    if tc["time_budget_after"] is not None and tc["time_budget_scope"] != "run":
+        raise ConfigError(f"{source}: training.time_budget_after keeps time for the stages after training out "
+                          "of a whole run's budget: it needs training.time_budget_scope=run")
     if tc["time_budget"] is not None and tc["max_steps"] > 0:
         raise ConfigError(f"{source}: training.time_budget and training.max_steps both fix the number of steps: "
                           "set one (max_steps=N replays a budgeted run that chose N)")

@@ -12,6 +12,16 @@ measured rates are printed at once, kept in the checkpoints (a resumed run keeps
 schedule) and written to ``time_budget.json``; ``--set training.max_steps=N`` with
 that number repeats the run without a budget.
 
+``training.time_budget_scope: run`` makes the budget that of the whole ``./run.sh``
+command, environment set-up included: run.sh passes its start time, training gets what
+the stages before it left (less ``training.time_budget_after`` for the stages after it),
+and :class:`TimeBudget` is given that deadline instead of a duration.
+
+The step count is a forecast from one measurement; the budget is a promise. When the
+machine slows down afterwards so that the next epoch would end past the budget, training
+stops at the end of the epoch it is in (its validation and checkpoint kept, the schedule
+cut short) and says so; ``time_budget.json`` records it under ``finished``.
+
 Without a budget the same measurement only prints the ETA of the fixed step count.
 The steps are fixed at step 55 (5 skipped, 50 measured): a warm-up longer than that (the
 demo's is 200 steps) makes the whole schedule that of a fixed-step run of the same length;
@@ -58,11 +68,14 @@ class TimeBudget(pl.Callback):
             step that recompiles (torch.compile may build a second graph in the first steps)
             or a moment of load does not set the budget of the whole run.
         reserve_s: kept back for the last checkpoint and what follows ``fit`` (at most 5% of the budget).
+        deadline: instead of ``budget_s``, the wall-clock time (``time.time()``) by which ``fit`` must
+            end; the budget is what is left of it when ``fit`` starts.
     """
 
     def __init__(self, budget_s: Optional[float], exp_dir: Path, skip_steps: int = 5, measure_steps: int = 50,
-                 reserve_s: float = 10.0):
+                 reserve_s: float = 10.0, deadline: Optional[float] = None):
         self.budget_s = budget_s
+        self.deadline = deadline
         self.exp_dir = Path(exp_dir)
         self.skip_steps = skip_steps
         self.measure_steps = measure_steps
@@ -76,6 +89,8 @@ class TimeBudget(pl.Callback):
         self._val_batch_s: list[float] = []
         self._val_batch_t0 = 0.0
         self._reported = False
+        self._epoch_end = 0.0  # when the last training epoch ended (or fit started)
+        self._stopped_early: Optional[dict] = None
 
     # -- what a checkpoint keeps: a resumed run keeps the number of steps it chose
     def state_dict(self) -> dict:
@@ -86,7 +101,9 @@ class TimeBudget(pl.Callback):
 
     # -- timing
     def on_fit_start(self, trainer, pl_module) -> None:
-        self._fit_start = time.perf_counter()
+        self._fit_start = self._epoch_end = time.perf_counter()
+        if self.deadline is not None:  # at least a second: a budget is never "none"
+            self.budget_s = max(1.0, self.deadline - time.time())
 
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
         self._val_batch_t0 = time.perf_counter()
@@ -115,6 +132,30 @@ class TimeBudget(pl.Callback):
         if self._window_start and step >= self._window_start[0] + self.measure_steps:
             self._decide(trainer, pl_module, step, now)
 
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        """Stop here when the next epoch, as long as this one, would end past the budget."""
+        now = time.perf_counter()
+        epoch_s, self._epoch_end = now - self._epoch_end, now
+        if self.chosen is None or self.budget_s is None or trainer.should_stop:
+            return
+        elapsed = now - self._fit_start
+        spent = elapsed + epoch_s > self.budget_s and trainer.global_step < self.chosen["max_steps"]
+        # Every DDP rank stops at the same epoch: any rank's clock that says so stops them all.
+        if not trainer.strategy.reduce_boolean_decision(bool(spent), all=False):
+            return
+        trainer.should_stop = True
+        self._stopped_early = {"global_step": int(trainer.global_step), "elapsed_s": elapsed,
+                               "epoch_s": epoch_s, "planned_epoch_s": self._planned_epoch_s()}
+        log.warning("time budget: the last epoch took %.0f s (%.0f s were planned): another one would end "
+                    "past the %s budget, so training stops after step %d of the %d chosen; the "
+                    "learning-rate schedule is cut short (this machine ran slower than when it was measured)",
+                    epoch_s, self._stopped_early["planned_epoch_s"], format_duration(self.budget_s),
+                    trainer.global_step, self.chosen["max_steps"])
+
+    def _planned_epoch_s(self) -> float:
+        c = self.chosen
+        return c["steps_per_epoch"] * c["step_s"] + c["validation_s"]
+
     def on_train_end(self, trainer, pl_module) -> None:
         """Record where the run ended, beside the decision: steps, learning rate, wall time."""
         if self.chosen is None or not trainer.is_global_zero:
@@ -123,7 +164,8 @@ class TimeBudget(pl.Callback):
 
         self.chosen["finished"] = {"global_step": int(trainer.global_step),
                                    "lr": float(trainer.optimizers[0].param_groups[0]["lr"]),
-                                   "fit_s": time.perf_counter() - self._fit_start}
+                                   "fit_s": time.perf_counter() - self._fit_start,
+                                   "stopped_early": self._stopped_early}
         atomic_write_text(self.exp_dir / "time_budget.json", json.dumps(self.chosen, indent=2))
 
     # -- the decision
@@ -165,6 +207,7 @@ class TimeBudget(pl.Callback):
             "step_s": step_s, "validation_s": val_epoch_s, "steps_per_epoch": steps_per_epoch,
             "first_step_s": self._first_step_s, "measured_steps": [start_step, step],
             "elapsed_at_decision_s": elapsed, "expected_total_s": elapsed + remaining,
+            "deadline": self.deadline,  # with a whole-run budget: the time.time() by which fit was to end
         }
         decision = trainer.strategy.broadcast(decision, src=0)  # every rank runs rank 0's number
         if self.budget_s is not None:

@@ -42,12 +42,14 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
 from local.config import ConfigError
 
 log = logging.getLogger("local.train")
+_STARTED = time.time()  # this process's start: what a run-scope time budget counts from without run.sh
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -73,8 +75,32 @@ def get_parser() -> argparse.ArgumentParser:
                    help="train again from scratch: removes this folder's checkpoints and best model first")
     p.add_argument("--check-only", action="store_true",
                    help="validate the config, the devices and the experiment folder, then exit (no data needed)")
+    p.add_argument("--run-started", type=float, default=None, metavar="UNIX_TIME",
+                   help="when the command that runs this training began (run.sh passes its own start): with "
+                        "training.time_budget_scope=run the budget counts from then [this process's start]")
+    p.add_argument("--more-stages", action="store_true",
+                   help="stages follow training in the same command (run.sh says so): with "
+                        "training.time_budget_scope=run, training.time_budget_after is kept for them")
     p.add_argument("--no-progress-bar", action="store_true")
     return p
+
+
+def time_budget_callback(tc: dict, args, exp_dir: Path):
+    """The :class:`local.time_budget.TimeBudget` of this run: ``Trainer.fit``'s own budget (scope ``fit``),
+    or what the whole command's budget leaves for training (scope ``run``)."""
+    from local.config import parse_duration
+    from local.time_budget import TimeBudget, format_duration
+
+    budget_s = parse_duration(tc["time_budget"])
+    if budget_s is None or tc["time_budget_scope"] == "fit":
+        return TimeBudget(budget_s, exp_dir)  # without a budget: the ETA of the fixed step count
+    started = _STARTED if args.run_started is None else args.run_started
+    after_s = (parse_duration(tc["time_budget_after"]) or 0.0) if args.more_stages else 0.0
+    deadline = started + budget_s - after_s
+    log.info("time budget: %s for the whole command, begun %s ago; training has %s of it, %s kept for the "
+             "stages after it", format_duration(budget_s), format_duration(time.time() - started),
+             format_duration(deadline - time.time()), format_duration(after_s))
+    return TimeBudget(None, exp_dir, deadline=deadline)
 
 
 def resolve_config(args) -> dict:
@@ -381,10 +407,7 @@ def main(argv=None) -> int:
                                           auto_insert_metric_name=False, monitor="val_loss", mode="min",
                                           save_top_k=tc["save_top_k"], save_last=True, verbose=False)
     preemption = PreemptionCheckpoint(checkpoint)
-    from local.config import parse_duration
-    from local.time_budget import TimeBudget
-
-    budget = TimeBudget(parse_duration(tc["time_budget"]), exp_dir)  # also the ETA of fixed-step runs
+    budget = time_budget_callback(tc, args, exp_dir)
     callbacks = [checkpoint, preemption, budget, LearningRateMonitor(logging_interval="epoch")]
     if not args.no_progress_bar:
         # Redrawing the bar (and formatting its metrics) at every step cost ~6 ms of a

@@ -181,8 +181,11 @@ def test_every_run_keeps_its_log_with_the_command_line(micro_run):
     assert "best model" in "".join(p.read_text() for p in logs)
     assert (exp / "logs" / "train.log").resolve() == logs[-1].resolve() or \
         (exp / "logs" / "train.log").resolve() in [p.resolve() for p in logs]
-    head = logs[0].read_text().splitlines()[0]
+    head, stage_command = logs[0].read_text().splitlines()[:2]
     assert head.startswith("# ") and "run.sh" in head and "--conf tests/conf/micro.yml" in head
+    # run.sh tells training when the command began and that stages follow (a whole-run time budget)
+    started = float(stage_command.split("--run-started ")[1].split()[0])
+    assert 0 < time.time() - started < 3600 and stage_command.endswith("--more-stages")
 
 
 def test_settings_that_would_not_reach_the_model_are_refused(micro_run):

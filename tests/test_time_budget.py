@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -101,3 +102,101 @@ def test_a_tiny_budget_stops_on_schedule_and_records_its_steps(micro_corpus, tmp
     after = {step: lr for step, lr in _logged(exp).items() if step > decided}
     assert after and after == {step: lr for step, lr in _logged(replay).items() if step > decided}
     assert max(_logged(exp)) in (n - 1, n)  # Lightning logs the last step as n - 1 or n
+
+
+def test_the_scope_of_a_budget_is_checked():
+    with pytest.raises(ConfigError, match="time_budget_scope='stage' must be 'fit'"):
+        load_config(MICRO, ["training.time_budget=5m", "training.time_budget_scope=stage"])
+    with pytest.raises(ConfigError, match="time_budget_after.*needs training.time_budget_scope=run"):
+        load_config(MICRO, ["training.time_budget=5m", "training.time_budget_after=1m"])
+    with pytest.raises(ConfigError, match="time_budget_after='soon' is not a duration"):
+        load_config(MICRO, ["training.time_budget=5m", "training.time_budget_scope=run",
+                            "training.time_budget_after=soon"])
+
+
+class _Clock:
+    """time.perf_counter and time.time for local.time_budget, moved by hand."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def perf_counter(self):
+        return self.now
+
+    def time(self):
+        return self.now
+
+
+def _fake_trainer(global_step=0):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(should_stop=False, global_step=global_step, sanity_checking=False, is_global_zero=True,
+                           strategy=SimpleNamespace(reduce_boolean_decision=lambda decision, all=True: decision))
+
+
+def test_a_deadline_is_the_budget_left_when_fit_starts(monkeypatch, tmp_path):
+    import local.time_budget as tb
+
+    clock = _Clock()
+    monkeypatch.setattr(tb, "time", clock)
+    budget = tb.TimeBudget(None, tmp_path, deadline=clock.now + 300.0)
+    clock.now += 40.0  # the process started, read its data, built its model
+    budget.on_fit_start(_fake_trainer(), None)
+    assert budget.budget_s == pytest.approx(260.0)
+    late = tb.TimeBudget(None, tmp_path, deadline=clock.now - 5.0)  # the stages before took it all
+    late.on_fit_start(_fake_trainer(), None)
+    assert late.budget_s == 1.0
+
+
+def test_a_machine_that_slows_down_stops_at_the_epoch_that_keeps_the_budget(monkeypatch, tmp_path):
+    import local.time_budget as tb
+
+    clock = _Clock()
+    monkeypatch.setattr(tb, "time", clock)
+    budget = tb.TimeBudget(100.0, tmp_path)
+    trainer = _fake_trainer()
+    budget.on_fit_start(trainer, None)
+    # chosen: 10 epochs of 10 steps at 0.09 s + a 0.1 s validation, one second an epoch
+    budget.chosen = {"max_steps": 100, "steps_per_epoch": 10, "step_s": 0.09, "validation_s": 0.1}
+    for epoch in range(1, 4):  # on plan, then 30 s epochs: 3 + 30 s ...
+        clock.now += 1.0 if epoch == 1 else 30.0
+        trainer.global_step = 10 * epoch
+        budget.on_train_epoch_end(trainer, None)
+        assert not trainer.should_stop, epoch
+    clock.now += 30.0  # at 91 s another 30 s epoch would end at 121 s: stop now
+    trainer.global_step = 40
+    budget.on_train_epoch_end(trainer, None)
+    assert trainer.should_stop
+    assert budget._stopped_early["global_step"] == 40 and budget._stopped_early["planned_epoch_s"] == pytest.approx(1.0)
+    # on schedule, the last epoch never stops early (the run ends there anyway)
+    on_time = tb.TimeBudget(100.0, tmp_path)
+    on_time.on_fit_start(trainer := _fake_trainer(global_step=100), None)
+    on_time.chosen = budget.chosen
+    clock.now += 95.0
+    on_time.on_train_epoch_end(trainer, None)
+    assert not trainer.should_stop
+
+
+def test_a_whole_run_budget_counts_from_the_start_of_the_command(micro_corpus, tmp_path):
+    import time
+
+    exp = tmp_path / "run_budget"
+    cmd = [sys.executable, "-m", "local.train", "--conf", MICRO, "--data-dir", str(micro_corpus),
+           "--exp-dir", str(exp), "--no-progress-bar", "--run-started", str(time.time() - 20.0), "--more-stages"]
+    for s in ("training.time_budget=50s", "training.time_budget_scope=run", "training.time_budget_after=5s",
+              "training.epochs=100000", "training.limit_train_batches=10", "scheduler.warmup_steps=2",
+              "training.save_top_k=1"):
+        cmd += ["--set", s]
+    res = subprocess.run(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
+                         text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    # begun 20 s before the process, plus the process's start-up (imports, data set-up)
+    said = re.search(r"time budget: 50 s for the whole command, begun (\d+) s ago; training has (\d+) s of it, "
+                     r"5 s kept for the stages after it", res.stderr)
+    assert said and 20 <= int(said[1]) < 40 and int(said[1]) + int(said[2]) in (44, 45, 46), said[0]
+    chosen = json.loads((exp / "time_budget.json").read_text())
+    # 50 s less the 20 s before the command reached training and the 5 s kept after it, less the
+    # process's own start-up before fit
+    assert 0.0 < chosen["budget_s"] < 25.0, chosen["budget_s"]
+    assert chosen["deadline"] == pytest.approx(float(cmd[cmd.index("--run-started") + 1]) + 45.0)
+    assert chosen["finished"]["global_step"] == chosen["max_steps"]
