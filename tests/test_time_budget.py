@@ -153,22 +153,24 @@ def test_a_machine_that_slows_down_stops_at_the_epoch_that_keeps_the_budget(monk
 
     clock = _Clock()
     monkeypatch.setattr(tb, "time", clock)
-    budget = tb.TimeBudget(100.0, tmp_path)
+    budget = tb.TimeBudget(100.0, tmp_path)  # its reserve: 5 s (5% of the budget)
     trainer = _fake_trainer()
     budget.on_fit_start(trainer, None)
     # chosen: 10 epochs of 10 steps at 0.09 s + a 0.1 s validation, one second an epoch
     budget.chosen = {"max_steps": 100, "steps_per_epoch": 10, "step_s": 0.09, "validation_s": 0.1}
-    for epoch in range(1, 4):  # on plan, then 30 s epochs: 3 + 30 s ...
-        clock.now += 1.0 if epoch == 1 else 30.0
+    # on plan, then slower: epochs end at 1, 31, 61 and 81 s; the next 20 s epoch would end at
+    # 101 s, past the budget but within its reserve: kept
+    for epoch, seconds in enumerate((1.0, 30.0, 30.0, 20.0), start=1):
+        clock.now += seconds
         trainer.global_step = 10 * epoch
         budget.on_train_epoch_end(trainer, None)
         assert not trainer.should_stop, epoch
-    clock.now += 30.0  # at 91 s another 30 s epoch would end at 121 s: stop now
-    trainer.global_step = 40
+    clock.now += 20.0  # at 101 s another 20 s epoch would end at 121 s: stop now
+    trainer.global_step = 50
     budget.on_train_epoch_end(trainer, None)
     assert trainer.should_stop
-    assert budget._stopped_early["global_step"] == 40 and budget._stopped_early["planned_epoch_s"] == pytest.approx(1.0)
-    # on schedule, the last epoch never stops early (the run ends there anyway)
+    assert budget._stopped_early["global_step"] == 50 and budget._stopped_early["planned_epoch_s"] == pytest.approx(1.0)
+    # the last epoch of the plan never stops early (the run ends there anyway)
     on_time = tb.TimeBudget(100.0, tmp_path)
     on_time.on_fit_start(trainer := _fake_trainer(global_step=100), None)
     on_time.chosen = budget.chosen
