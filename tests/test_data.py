@@ -292,3 +292,21 @@ def test_a_corpus_file_deleted_under_the_run_is_named(tmp_path):
     damaged.write_bytes(b"RIFF but not audio")
     with pytest.raises(ValueError, match="cannot read audio .*the corpus file is damaged"):
         ds[0]
+
+
+def test_the_data_benchmark_times_both_ways_and_checks_they_agree(tmp_path, capsys):
+    import importlib.util
+
+    make_split(tmp_path, [8000, 6000, 8000, 7000])
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "benchmark_data.py"
+    spec = importlib.util.spec_from_file_location("benchmark_data", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    micro = str(Path(__file__).resolve().parent / "conf" / "micro.yml")
+    assert bench.main(["--conf", micro, "--data-dir", str(tmp_path), "--batches", "2", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "| read from the files |" in out and "| kept in memory (data.cache_sources) |" in out
+    assert "8 files" in out and "same batches" in out
+    with pytest.raises(SystemExit, match="data.dynamic_mixing is false"):
+        bench.main(["--conf", micro, "--data-dir", str(tmp_path), "--set", "data.dynamic_mixing=false",
+                    "--set", "data.cache_sources=false"])
