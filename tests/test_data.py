@@ -195,6 +195,21 @@ def test_cached_sources_give_the_same_mixtures_and_stay_compact(tmp_path, monkey
     assert torch.allclose(src.sum(0), mix, atol=1e-6)
 
 
+def test_the_data_module_fills_the_source_cache_once_before_training(tmp_path, monkeypatch):
+    make_split(tmp_path, [8000] * 6)
+    dm = SeparationDataModule(tmp_path, _dm_conf(cache_sources=True), seed=3)
+    dm.setup("fit")
+    train_set = dm.train_set
+    assert len(train_set._cache) == len(train_set.sources) == 12  # all read before the first step
+    monkeypatch.setattr(sf, "SoundFile", lambda *a, **k: pytest.fail("the cache was read again"))
+    dm.setup("fit")  # what Lightning does in fit: the same filled set
+    assert dm.train_set is train_set
+    batch = next(iter(dm.train_dataloader()))
+    assert batch[0].shape == (2, 2000)
+    with pytest.raises(ValueError, match="cache_sources=False"):
+        DynamicMixingDataset(tmp_path / "wav8k" / "min" / "tr", 2, 8000, 0.25, 0.25).fill_cache()
+
+
 def _named_split(root, names, n=4000, rate=8000):
     """A split whose mixtures have the given names; every source file holds its own noise."""
     split = root / "wav8k" / "min" / "tr"
