@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from local.config import ConfigError, load_config, parse_duration
-from local.time_budget import format_duration, steps_that_fit
+from local.time_budget import format_duration, steps_that_fit, typical_step_s
 
 REPO = Path(__file__).resolve().parents[1]
 MICRO = str(REPO / "tests" / "conf" / "micro.yml")
@@ -41,6 +41,14 @@ def test_steps_that_fit_count_validation_too():
     assert steps_that_fit(100.0, 0.1, 5.0, 50) == 500
     assert steps_that_fit(-1.0, 0.1, 0.0, 50) == 0
     assert format_duration(839.6) == "14 min 00 s"
+
+
+def test_the_step_time_is_the_mean_without_recompilations():
+    # 0.1 s steps, every 10th logs (0.3 s), one recompiles (5 s): the run lasts the mean of the
+    # ordinary steps, not their median (0.1 s), and the recompilation is not the run's rate
+    durations = [0.3 if i % 10 == 0 else 0.1 for i in range(50)]
+    durations[7] = 5.0
+    assert typical_step_s(durations) == pytest.approx((45 * 0.1 + 5 * 0.3 - 0.1) / 49)
 
 
 def _train(data, exp, *sets):
