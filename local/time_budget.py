@@ -104,6 +104,7 @@ class TimeBudget(pl.Callback):
         self._reported = False
         self._epoch_end = 0.0  # when the last training epoch ended (or fit started)
         self._stopped_early: Optional[dict] = None
+        self._epoch_times: list[float] = []  # whole epochs that ended before the decision
 
     # -- what a checkpoint keeps: a resumed run keeps the number of steps it chose
     def state_dict(self) -> dict:
@@ -149,6 +150,8 @@ class TimeBudget(pl.Callback):
         """Stop here when the next epoch, as long as this one, would end past the budget (and its reserve)."""
         now = time.perf_counter()
         epoch_s, self._epoch_end = now - self._epoch_end, now
+        if self.chosen is None:
+            self._epoch_times.append(epoch_s)  # epochs shorter than the measurement count in the plan
         if self.chosen is None or self.budget_s is None or trainer.should_stop:
             return
         elapsed = now - self._fit_start
@@ -210,11 +213,16 @@ class TimeBudget(pl.Callback):
         val_epoch_s = self._validation_epoch_s(trainer)
         elapsed = now - self._fit_start
         fixed = trainer.max_steps if trainer.max_steps > 0 else steps_per_epoch * trainer.max_epochs
+        per_step = step_s + val_epoch_s / steps_per_epoch
+        # Epochs that ended during the measurement (short ones) tell what an epoch really costs,
+        # its validation, checkpoint and loader start included; the first one also compiled.
+        if len(self._epoch_times) > 1:
+            per_step = max(per_step, sum(self._epoch_times[1:]) / (len(self._epoch_times) - 1) / steps_per_epoch)
         if self.budget_s is None:  # a fixed step count: only say how long it will take
             max_steps = fixed
         else:
             remaining_budget = self.budget_s - elapsed - self._reserve()
-            max_steps = step + steps_that_fit(remaining_budget, step_s, val_epoch_s, steps_per_epoch)
+            max_steps = step + steps_that_fit(remaining_budget, per_step, 0.0, steps_per_epoch)
             # Whole epochs: the run ends on a validation and its checkpoint, as fixed-epoch runs do
             # (at least the epoch under way when the budget is already spent).
             max_steps = max(max_steps - max_steps % steps_per_epoch, -(-(step + 1) // steps_per_epoch) * steps_per_epoch)
@@ -222,7 +230,7 @@ class TimeBudget(pl.Callback):
                 log.warning("time budget: %d steps would fit, but training.epochs x batches allows %d; "
                             "raise training.epochs to use the whole budget", max_steps, fixed)
                 max_steps = fixed
-        remaining = (max_steps - step) * (step_s + val_epoch_s / steps_per_epoch)
+        remaining = (max_steps - step) * per_step
         decision = {
             "budget_s": self.budget_s, "max_steps": int(max_steps), "steps_per_s": 1.0 / step_s,
             "step_s": step_s, "validation_s": val_epoch_s, "steps_per_epoch": steps_per_epoch,
