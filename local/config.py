@@ -35,7 +35,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "dynamic_mixing": False,  # remix training sources on the fly (new pairs and gains)
         "dm_snr_range": 2.5,  # dynamic mixing: relative level uniform in [-x, x] dB
         "dm_speed_range": 0.0,  # dynamic mixing: each source's speed (pitch and formants) x U[1-x, 1+x]
-        "cache_sources": False,  # dynamic mixing: keep source files in memory once read (per worker)
+        "cache_sources": False,  # dynamic mixing: read every source file into memory before training
         "train_set": "tr",
         "valid_set": "cv",
         "test_set": "tt",

@@ -19,12 +19,13 @@ and :class:`TimeBudget` is given that deadline instead of a duration.
 
 The step count is a forecast from one measurement; the budget is a promise. When the
 machine slows down afterwards so that the next epoch would end past the budget (by more
-than the reserve the plan keeps before it), training stops at the end of the epoch it is in (its validation and checkpoint kept, the schedule
-cut short) and says so; ``time_budget.json`` records it under ``finished``.
+than the reserve the plan keeps before it), training stops at the end of the epoch it is
+in (its validation and checkpoint kept, the schedule cut short) and says so;
+``time_budget.json`` records it under ``finished``.
 
 Without a budget the same measurement only prints the ETA of the fixed step count.
-The steps are fixed at step 55 (5 skipped, 50 measured: :func:`typical_step_s`): a warm-up longer than that (the
-demo's is 200 steps) makes the whole schedule that of a fixed-step run of the same length;
+The steps are fixed at step 55 (5 skipped, 50 measured: :func:`typical_step_s`): a warm-up
+longer than that (the demo's is 200 steps) makes the whole schedule that of a fixed-step run of the same length;
 with a shorter one, the steps before the decision follow the ``training.epochs`` cap.
 The budget counts from the start of ``Trainer.fit`` (model compilation included);
 the data set-up before it and the export after it take seconds.
