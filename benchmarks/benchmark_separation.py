@@ -25,9 +25,9 @@ from the training-time model (same input), and for the causal twin (``--causal-c
 streaming time per frame (``local.streaming.StreamingSeparator``) at 1, 8 and 32 encoder hops
 per call with its largest difference from offline causal processing (engines: ``eager``,
 ``script`` = TorchScript, the default, ``onnx`` = ``model_stream.onnx``, and ``native`` = the
-C step of ``local.native_step``, CPU only; its opt-in ``native-fp16`` and ``native-int8`` store
-the weights in half precision or as int8 with a scale per row, and their difference column is
-the output SNR against offline float32 instead).
+C step of ``local.native_step``, CPU only; its opt-in ``native-fp16``, ``native-int12`` and
+``native-int8`` store the weights in half precision, as 12-bit or as 8-bit integers with a scale
+per row, and their difference column gives the output SNR against offline float32 as well).
 Weights are random (speed does not depend on them); ``--threads 1`` is one core.
 """
 
@@ -49,17 +49,18 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 PATHS = ("stock", "eager", "fast", "torchscript", "onnx", "fast-bf16", "eager-int8", "native", "native-fp16",
-         "native-int8")
+         "native-int12", "native-int8")
 LABELS = {"stock": "asteroid ConvTasNet (stock)", "eager": "eager (training-time model)",
           "fast": "fast (local.inference, default)", "torchscript": "TorchScript model.ts",
           "onnx": "ONNX Runtime model.onnx", "fast-bf16": "fast bf16 (opt-in)", "eager-int8": "eager int8 (opt-in)",
           "native": "C step (local.native_step, streaming only)",
-          "native-fp16": "C step, fp16 weights (opt-in)", "native-int8": "C step, int8 weights (opt-in)"}
+          "native-fp16": "C step, fp16 weights (opt-in)", "native-int12": "C step, int12 weights (opt-in)",
+          "native-int8": "C step, int8 weights (opt-in)"}
 STREAM_ENGINE = {"eager": "eager", "torchscript": "script", "onnx": "onnx", "native": "native",
-                 "native-fp16": "native-fp16", "native-int8": "native-int8"}
-NATIVE = ("native", "native-fp16", "native-int8")  # the C step: CPU only
+                 "native-fp16": "native-fp16", "native-int12": "native-int12", "native-int8": "native-int8"}
+NATIVE = ("native", "native-fp16", "native-int12", "native-int8")  # the C step: CPU only
 STREAM_ONLY = NATIVE  # no offline path of their own: their offline cells stay "-"
-REDUCED = ("fast-bf16", "eager-int8", "native-fp16", "native-int8")  # reported as SNR against float32
+REDUCED = ("fast-bf16", "eager-int8", "native-fp16", "native-int12", "native-int8")  # reported as SNR against float32
 HOPS = (1, 8, 32)
 
 
@@ -316,7 +317,8 @@ def make_table(args, offline: dict, stream: dict, diffs: dict, header: str) -> s
             cells.append(_fmt(min(values) if values else None, ".3f", "failed" if runs else "-"))
         snrs = [r["snr_db"] for r in runs if "snr_db" in r]
         diff = [r["max_diff"] for r in runs if "max_diff" in r]
-        cells.append(f"SNR {min(snrs):.1f} dB" if snrs else _fmt(max(diff) if diff else None, ".1e"))
+        max_diff = _fmt(max(diff) if diff else None, ".1e")
+        cells.append(f"SNR {min(snrs):.1f} dB (max abs diff {max_diff})" if snrs else max_diff)
         lines.append(f"| {LABELS[path]} | " + " | ".join(cells) + " |")
     floors = [r["floor_ms"] for r in stream.get("script", []) if "floor_ms" in r]
     if floors:

@@ -16,8 +16,10 @@
  * Weight storage (one build each): float32 by default; with -DNATIVE_WEIGHTS_FP16 every matrix is
  * stored as _Float16, half the bytes to read per call, widened to float32 as it is loaded; with
  * -DNATIVE_WEIGHTS_INT8 as int8 with a float scale per row, a quarter of the bytes, multiplied
- * with int16 inputs in integer arithmetic (see `linear`). Biases, norms and depthwise taps stay
- * float32 in every build.
+ * with int16 inputs in integer arithmetic (see `linear`); with -DNATIVE_WEIGHTS_INT12 as 12-bit
+ * integers with a float scale per row (three eighths of the bytes), each split into a signed high
+ * byte and an unsigned low nibble, q = 16 * hi + lo, the two parts multiplied like the int8 build's.
+ * Biases, norms and depthwise taps stay float32 in every build.
  */
 #include <math.h>
 #include <stdint.h>
@@ -25,8 +27,9 @@
 
 #if defined(NATIVE_WEIGHTS_FP16)
 typedef _Float16 wtype;
-#elif defined(NATIVE_WEIGHTS_INT8)
-typedef int8_t wtype; /* with a float scale per row */
+#elif defined(NATIVE_WEIGHTS_INT8) || defined(NATIVE_WEIGHTS_INT12)
+#define NATIVE_INTEGER_WEIGHTS
+typedef int8_t wtype; /* with a float scale per row (int12: the high byte; the low nibbles apart) */
 /* Two int16 as the int32 lane that vpmaddwd reads them from (memory order: the first is the low half). */
 static inline int32_t pack_pair(int16_t lo, int16_t hi) {
     const int16_t two[2] = {lo, hi};
@@ -39,13 +42,13 @@ typedef float wtype;
 #endif
 
 /* The vector types of this build: VW floats, a weight vector loaded (widened from fp16) from
- * memory, and for the int8 build VW int32 lanes, each holding two int16 (vint). GCC 12 left the
+ * memory, and for the integer builds VW int32 lanes, each holding two int16 (vint). GCC 12 left the
  * fp16 widening scalar in a plain loop (vcvtsh2ss, 15 ms per frame instead of 0.55-0.79), and
  * -std=c11 forbids contracting a * b + c into an FMA, so both are spelt out: AVX-512 (16 floats;
  * int8 needs AVX512BW, and uses VNNI when present), AVX2 + FMA (+ F16C for fp16 weights, AVX-VNNI
  * when present: 8), else GCC's generic vectors of 4 (SSE or NEON width: any other CPU; the
  * compiler picks its instructions). */
-#if defined(__AVX512F__) && (!defined(NATIVE_WEIGHTS_INT8) || defined(__AVX512BW__))
+#if defined(__AVX512F__) && (!defined(NATIVE_INTEGER_WEIGHTS) || defined(__AVX512BW__))
 #include <immintrin.h>
 #define VW 16
 typedef __m512 vfloat;
@@ -55,10 +58,14 @@ static inline vfloat vset1(float s) { return _mm512_set1_ps(s); }
 static inline vfloat vfma(vfloat a, vfloat b, vfloat c) { return _mm512_fmadd_ps(a, b, c); }
 #if defined(NATIVE_WEIGHTS_FP16)
 static inline vfloat vloadw(const wtype *w) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)w)); }
-#elif defined(NATIVE_WEIGHTS_INT8)
+#elif defined(NATIVE_INTEGER_WEIGHTS)
 typedef __m512i vint;
 static inline vint vint_zero(void) { return _mm512_setzero_si512(); }
 static inline vint vint_pairs(const wtype *w) { return _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)w)); }
+/* 2 * VW bytes of two steps' low nibbles (see `linear`) as int16: the even step's are `& 15`, the odd step's `>> 4` */
+static inline vint vint_nibbles(const uint8_t *b) { return _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)b)); }
+static inline vint vint_low_nibbles(vint v) { return _mm512_and_si512(v, _mm512_set1_epi16(15)); }
+static inline vint vint_high_nibbles(vint v) { return _mm512_srli_epi16(v, 4); }
 static inline vint vint_set1(int32_t pair) { return _mm512_set1_epi32(pair); }
 #if defined(__AVX512VNNI__)
 static inline vint vint_dot(vint w, vint x, vint acc) { return _mm512_dpwssd_epi32(acc, w, x); }
@@ -79,10 +86,13 @@ static inline vfloat vset1(float s) { return _mm256_set1_ps(s); }
 static inline vfloat vfma(vfloat a, vfloat b, vfloat c) { return _mm256_fmadd_ps(a, b, c); }
 #if defined(NATIVE_WEIGHTS_FP16)
 static inline vfloat vloadw(const wtype *w) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)w)); }
-#elif defined(NATIVE_WEIGHTS_INT8)
+#elif defined(NATIVE_INTEGER_WEIGHTS)
 typedef __m256i vint;
 static inline vint vint_zero(void) { return _mm256_setzero_si256(); }
 static inline vint vint_pairs(const wtype *w) { return _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w)); }
+static inline vint vint_nibbles(const uint8_t *b) { return _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)b)); }
+static inline vint vint_low_nibbles(vint v) { return _mm256_and_si256(v, _mm256_set1_epi16(15)); }
+static inline vint vint_high_nibbles(vint v) { return _mm256_srli_epi16(v, 4); }
 static inline vint vint_set1(int32_t pair) { return _mm256_set1_epi32(pair); }
 #if defined(__AVXVNNI__)
 static inline vint vint_dot(vint w, vint x, vint acc) { return _mm256_dpwssd_avx_epi32(acc, w, x); }
@@ -100,7 +110,7 @@ static inline vfloat vload(const float *x) { vfloat v; memcpy(&v, x, sizeof v); 
 static inline void vstore(float *y, vfloat v) { memcpy(y, &v, sizeof v); }
 static inline vfloat vset1(float s) { return (vfloat){0} + s; }
 static inline vfloat vfma(vfloat a, vfloat b, vfloat c) { return a * b + c; }
-#if defined(NATIVE_WEIGHTS_INT8)
+#if defined(NATIVE_INTEGER_WEIGHTS)
 typedef int32_t vint __attribute__((vector_size(VW * sizeof(int32_t))));
 static inline vint vint_zero(void) { return (vint){0}; }
 static inline vint vint_set1(int32_t pair) { return (vint){0} + pair; }
@@ -109,6 +119,13 @@ static inline vint vint_pairs(const wtype *w) {
     for (int i = 0; i < VW; ++i) v[i] = pack_pair(w[2 * i], w[2 * i + 1]);
     return v;
 }
+static inline vint vint_nibbles(const uint8_t *b) { /* each byte in its own int16, as the vector builds */
+    vint v;
+    for (int i = 0; i < VW; ++i) v[i] = pack_pair(b[2 * i], b[2 * i + 1]);
+    return v;
+}
+static inline vint vint_low_nibbles(vint v) { return v & 0x000F000F; }
+static inline vint vint_high_nibbles(vint v) { return (v >> 4) & 0x000F000F; }
 static inline vint vint_dot(vint w, vint x, vint acc) { /* as vpmaddwd: each lane's two int16 products */
     for (int i = 0; i < VW; ++i)
         acc[i] += (int32_t)(int16_t)w[i] * (int16_t)x[i] + (int32_t)(int16_t)(w[i] >> 16) * (int16_t)(x[i] >> 16);
@@ -127,8 +144,19 @@ static inline vfloat vloadw(const wtype *w) {
 /* Rows per panel of a stored weight matrix (NativeStreamStep packs them so). */
 int64_t panel_rows(void) { return VW; }
 
-/* Bytes per stored weight of this build (the loader checks it against what it asked for). */
-int64_t weight_bytes(void) { return (int64_t)sizeof(wtype); }
+/* This build's weight storage, as local/native_step.py's WEIGHTS numbers it (the loader checks it
+ * against what it asked for): 0 float32, 1 fp16, 2 int8, 3 int12. */
+int64_t weight_storage(void) {
+#if defined(NATIVE_WEIGHTS_FP16)
+    return 1;
+#elif defined(NATIVE_WEIGHTS_INT8)
+    return 2;
+#elif defined(NATIVE_WEIGHTS_INT12)
+    return 3;
+#else
+    return 0;
+#endif
+}
 
 enum { NORM_CLN = 0, NORM_CGLN = 1, NORM_BN = 2 };
 enum { ACT_LINEAR = 0, ACT_RELU = 1, ACT_SIGMOID = 2, ACT_SOFTMAX = 3 };
@@ -139,10 +167,12 @@ typedef struct {
     const float *scale, *shift;  /* BN: x * scale + shift (gamma and beta included when affine) */
 } Norm;
 
-/* A weight matrix in panels (see `linear`), and its per-row scale in the int8 build (else NULL). */
+/* A weight matrix in panels (see `linear`), its per-row scale in the integer builds and its low
+ * nibbles in the int12 build (else NULL). */
 typedef struct {
     const wtype *w;
     const float *scale;
+    const uint8_t *lo;
 } Mat;
 
 typedef struct {
@@ -173,10 +203,29 @@ typedef struct {
  * input quantised to int16 (one scale per frame) in int32, two products per lane per instruction
  * (vpdpwssd / vpmaddwd): widening int8 to float and multiplying there cost three instructions
  * per 16 weights, and that build was bound by them (0.30 ms of arithmetic per frame for 5 MB
- * read), not by memory. int16 inputs lose nothing that int8 weights keep. */
+ * read), not by memory. int16 inputs lose nothing that int8 weights keep.
+ *
+ * The int12 build stores each weight's high byte so (q = 16 * hi + lo, hi in [-128, 127]), with Q
+ * rounded up to even (C padded with zero columns to a multiple of 4), and the low nibbles (lo in
+ * [0, 15]) of a panel's pairs 2s and 2s + 1 in 2 * VW bytes: byte ((o / VW) * Q / 2 + s) * 2 * VW
+ * + 2 * (o % VW) + e holds lo of column 4s + e in its low nibble and of column 4s + 2 + e in its
+ * high one, so one widening, an `and` and a shift unpack two steps. Both parts are multiplied with
+ * the same int16 inputs, into two accumulators (16 * hi * x would overflow int32 where hi * x
+ * cannot). On paper_best_causal (random weights) the output SNR against float32 is 63.8 dB (65.4
+ * with the weights rounded alone, the rest float32), fp16 weights' 67.1 dB, for three quarters of
+ * fp16's bytes: 0.35 against 0.43 ms per frame at one hop (README). */
+#if defined(NATIVE_WEIGHTS_INT12)
+enum { TILE_PANELS = VW == 16 ? 4 : 2, TILE_FRAMES = 2 }; /* two accumulators per output vector */
+#else
 enum { TILE_PANELS = 4, TILE_FRAMES = VW == 16 ? 4 : 2 }; /* accumulators + weights fit the registers */
+#endif
 
-#if defined(NATIVE_WEIGHTS_INT8)
+#if defined(NATIVE_INTEGER_WEIGHTS)
+#if defined(NATIVE_WEIGHTS_INT12)
+enum { HIGH_MAX = 128, PAIR_MULTIPLE = 2 }; /* the largest |hi|; input pairs per frame padded to even */
+#else
+enum { HIGH_MAX = 127, PAIR_MULTIPLE = 1 };
+#endif
 /* The input frames of a product: k frames of `stride` int16 pairs with a float scale each. */
 typedef struct {
     const int16_t *q;
@@ -192,16 +241,23 @@ static inline vacc step_input(const Input *in, int64_t f, int64_t j) {
     return vint_set1(pack_pair(q[0], q[1]));
 }
 static inline vacc step_mac(vacc w, vacc x, vacc acc) { return vint_dot(w, x, acc); }
-static inline vfloat acc_value(vacc acc, const Mat *M, const Input *in, int64_t o, int64_t f) {
-    return vint_float(acc) * (vload(M->scale + o) * vset1(in->scale[f]));
+static inline vfloat acc_value(vacc acc, vacc lacc, const Mat *M, const Input *in, int64_t o, int64_t f) {
+#if defined(NATIVE_WEIGHTS_INT12)
+    const vfloat sum = vfma(vint_float(acc), vset1(16.f), vint_float(lacc));
+#else
+    (void)lacc;
+    const vfloat sum = vint_float(acc);
+#endif
+    return sum * (vload(M->scale + o) * vset1(in->scale[f]));
 }
 
 /* Each frame over its largest magnitude, times the largest int16 for which `cols` products with
- * int8 weights cannot overflow an int32 sum, rounded (an odd last pair padded with 0), and its
- * scale back. `scratch` holds k * (cols / 2 + 1) pairs and k scales. Both loops vectorise. */
+ * weights of magnitude HIGH_MAX cannot overflow an int32 sum (nor, then, with int12's low nibbles),
+ * rounded (the pairs past `cols` padded with 0), and its scale back. `scratch` holds k * (cols / 2
+ * + 2) pairs and k scales. Both loops vectorise. */
 static Input quantise(const float *x, int64_t cols, int64_t k, int64_t x_stride, float *scratch) {
-    const int64_t steps = (cols + 1) / 2;
-    const double most = 2147483647.0 / (127.0 * 2.0 * (double)steps);
+    const int64_t steps = ((cols + 1) / 2 + PAIR_MULTIPLE - 1) / PAIR_MULTIPLE * PAIR_MULTIPLE;
+    const double most = 2147483647.0 / ((double)HIGH_MAX * 2.0 * (double)steps);
     const float qmax = most < 32767.0 ? (float)floor(most) : 32767.f;
     int16_t *q = (int16_t *)scratch;
     float *scale = scratch + k * steps;
@@ -218,7 +274,7 @@ static Input quantise(const float *x, int64_t cols, int64_t k, int64_t x_stride,
         scale[f] = s;
 #pragma omp simd
         for (int64_t j = 0; j < cols; ++j) qf[j] = (int16_t)rintf(xf[j] * inv); /* |x * inv| <= qmax */
-        if (cols % 2) qf[cols] = 0;
+        for (int64_t j = cols; j < 2 * steps; ++j) qf[j] = 0;
     }
     return (Input){q, scale, steps};
 }
@@ -233,8 +289,8 @@ static inline vacc acc_zero(void) { return vset1(0.f); }
 static inline vacc step_weights(const wtype *w) { return vloadw(w); }
 static inline vacc step_input(const Input *in, int64_t f, int64_t j) { return vset1(in->x[f * in->stride + j]); }
 static inline vacc step_mac(vacc w, vacc x, vacc acc) { return vfma(w, x, acc); }
-static inline vfloat acc_value(vacc acc, const Mat *M, const Input *in, int64_t o, int64_t f) {
-    (void)M; (void)in; (void)o; (void)f;
+static inline vfloat acc_value(vacc acc, vacc lacc, const Mat *M, const Input *in, int64_t o, int64_t f) {
+    (void)lacc; (void)M; (void)in; (void)o; (void)f;
     return acc;
 }
 #endif
@@ -244,12 +300,30 @@ static inline vfloat acc_value(vacc acc, const Mat *M, const Input *in, int64_t 
 static inline __attribute__((always_inline)) void tile(const int np, const int nf, const Mat *M, const Input *in,
         const float *restrict b, float *restrict y, int64_t rows, int64_t steps, int64_t p, int64_t f,
         int64_t y_stride, int accumulate) {
-    vacc acc[TILE_PANELS][TILE_FRAMES];
+    vacc acc[TILE_PANELS][TILE_FRAMES], lacc[TILE_PANELS][TILE_FRAMES]; /* lacc: int12's low nibbles */
     const wtype *restrict w = M->w + p * steps * STEP_WEIGHTS;
 #pragma GCC unroll 4
     for (int r = 0; r < np; ++r)
 #pragma GCC unroll 4
-        for (int t = 0; t < nf; ++t) acc[r][t] = acc_zero();
+        for (int t = 0; t < nf; ++t) acc[r][t] = lacc[r][t] = acc_zero();
+#if defined(NATIVE_WEIGHTS_INT12)
+    const uint8_t *restrict lo = M->lo + p * (steps / 2) * 2 * VW;
+    for (int64_t j = 0; j < steps; j += 2) { /* two steps: one load of low nibbles */
+#pragma GCC unroll 4
+        for (int r = 0; r < np; ++r) {
+            const wtype *wr = w + (r * steps + j) * STEP_WEIGHTS;
+            const vint h0 = vint_pairs(wr), h1 = vint_pairs(wr + STEP_WEIGHTS);
+            const vint nib = vint_nibbles(lo + (r * (steps / 2) + j / 2) * 2 * VW);
+            const vint l0 = vint_low_nibbles(nib), l1 = vint_high_nibbles(nib);
+#pragma GCC unroll 4
+            for (int t = 0; t < nf; ++t) {
+                const vint x0 = step_input(in, f + t, j), x1 = step_input(in, f + t, j + 1);
+                acc[r][t] = vint_dot(h1, x1, vint_dot(h0, x0, acc[r][t]));
+                lacc[r][t] = vint_dot(l1, x1, vint_dot(l0, x0, lacc[r][t]));
+            }
+        }
+    }
+#else
     for (int64_t j = 0; j < steps; ++j) {
         vacc wv[TILE_PANELS];
 #pragma GCC unroll 4
@@ -261,13 +335,14 @@ static inline __attribute__((always_inline)) void tile(const int np, const int n
             for (int r = 0; r < np; ++r) acc[r][t] = step_mac(wv[r], xv, acc[r][t]);
         }
     }
+#endif
 #pragma GCC unroll 4
     for (int r = 0; r < np; ++r) {
         const int64_t o = (p + r) * VW, n = rows - o < VW ? rows - o : VW;
 #pragma GCC unroll 4
         for (int t = 0; t < nf; ++t) {
             float *yf = y + (f + t) * y_stride + o;
-            vfloat v = acc_value(acc[r][t], M, in, o, f + t); /* scales padded to whole panels */
+            vfloat v = acc_value(acc[r][t], lacc[r][t], M, in, o, f + t); /* scales padded to whole panels */
             if (n == VW) {
                 if (b) v = v + vload(b + o);
                 if (accumulate) v = v + vload(yf);
@@ -295,11 +370,11 @@ static inline __attribute__((always_inline)) void panel_rows_all_frames(const in
 }
 
 /* y[f, :rows] (+)= W x[f] + b for the k frames; x rows x_stride apart, y rows y_stride apart.
- * `scratch`: the int8 build's quantised input (see `quantise`); unused by the others. */
+ * `scratch`: the integer builds' quantised input (see `quantise`); unused by the others. */
 static void linear(const Mat *M, const float *restrict b, const float *restrict x, float *restrict y,
                    int64_t rows, int64_t cols, int64_t k, int64_t x_stride, int64_t y_stride, int accumulate,
                    float *scratch) {
-#if defined(NATIVE_WEIGHTS_INT8)
+#if defined(NATIVE_INTEGER_WEIGHTS)
     const Input in = quantise(x, cols, k, x_stride, scratch);
     const int64_t steps = in.stride;
 #else
@@ -371,14 +446,14 @@ static void act(float *x, int64_t count, int64_t kind) {
 static int64_t max3(int64_t a, int64_t b, int64_t c) { return a > b ? (a > c ? a : c) : (b > c ? b : c); }
 
 /* The scratch buffers of a call with k hops, as offsets into `work` (the one definition of its
- * layout): cat, tf, xn, acc, h, y, score, frame_out, quant (the int8 build's); off[W_END] is the total. */
+ * layout): cat, tf, xn, acc, h, y, score, frame_out, quant (the integer builds'); off[W_END] is the total. */
 enum { W_CAT, W_TF, W_XN, W_ACC, W_H, W_Y, W_SCORE, W_FRAME, W_QUANT, W_END };
 
 static void work_layout(const Model *m, int64_t k, int64_t off[W_END + 1]) {
     const int64_t W = m->B + m->Sc, wide = max3(m->H, m->N, W), cols = wide > m->L ? wide : m->L;
     const int64_t frames = k > m->n_src ? k : m->n_src; /* the decoder's product runs over the sources */
     const int64_t size[W_END] = {m->L + k * m->hop, k * m->N, k * wide, k * W, k * wide, k * wide,
-                                 k * m->n_src * m->N, m->n_src * m->L, frames * (cols / 2 + 2)};
+                                 k * m->n_src * m->N, m->n_src * m->L, frames * (cols / 2 + 3)};
     off[0] = 0;
     for (int i = 0; i < W_END; ++i) off[i + 1] = off[i] + size[i];
 }

@@ -13,16 +13,17 @@ covering the source, the compiler's version and the CPU model and flags, so a ca
 another machine is never reused. The build is written to a temporary file and renamed, so an
 interrupted build is never picked up. Without a compiler the engine is refused in one line.
 
-``weights="fp16"`` (engine ``native-fp16``) stores every weight matrix in half precision and
-``weights="int8"`` (engine ``native-int8``) as int8 with a float scale per row (its largest
-magnitude maps to 127), each in a build of its own: at one hop per call reading the weights is
-most of the step (19 MB in float32 for paper_best_causal; one core here reads 27-30 GB/s
-from L3), so half or a quarter of the bytes makes it faster. fp16 weights are widened to
-float32 for the products; int8 weights are multiplied with each frame's input quantised to
-int16 (its own scale) in int32 arithmetic, two products per lane per instruction. Both are
-opt-in: their output is not equal to float32's within 1e-4, and
-``benchmarks/benchmark_separation.py`` reports their SNR against float32 instead (about 67 and
-40 dB on random weights).
+``weights="fp16"`` (engine ``native-fp16``) stores every weight matrix in half precision,
+``weights="int12"`` (engine ``native-int12``) as 12-bit integers with a float scale per row (its
+largest magnitude maps to 2047; stored as a signed high byte and a low nibble, 1.5 bytes a
+weight) and ``weights="int8"`` (engine ``native-int8``) as int8 with a float scale per row (to
+127), each in a build of its own: at one hop per call reading the weights is most of the step
+(19 MB in float32 for paper_best_causal; one core here reads 27-30 GB/s from L3), so half,
+three eighths or a quarter of the bytes makes it faster. fp16 weights are widened to float32 for
+the products; integer weights are multiplied with each frame's input quantised to int16 (its own
+scale) in int32 arithmetic, two products per lane per instruction. All three are opt-in: their
+output is not float32's, and ``benchmarks/benchmark_separation.py`` reports their SNR against
+float32 (about 67, 65 and 40 dB on random weights).
 """
 
 from __future__ import annotations
@@ -42,9 +43,11 @@ from local.compile_cache import _cpu_description
 
 SOURCE = Path(__file__).with_name("native_step.c")
 FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fPIC", "-shared", "-std=c11"]
-#: weight storage -> (the define that selects it in native_step.c, the torch dtype of the stored weights)
-WEIGHTS = {"fp32": ([], torch.float32), "fp16": (["-DNATIVE_WEIGHTS_FP16"], torch.float16),
-           "int8": (["-DNATIVE_WEIGHTS_INT8"], torch.int8)}
+#: weight storage -> (the define that selects it in native_step.c, its number there: weight_storage())
+WEIGHTS = {"fp32": ([], 0), "fp16": (["-DNATIVE_WEIGHTS_FP16"], 1), "int8": (["-DNATIVE_WEIGHTS_INT8"], 2),
+           "int12": (["-DNATIVE_WEIGHTS_INT12"], 3)}
+#: the largest integer of the integer storages (a row's largest weight maps to it)
+INTEGER_MAX = {"int8": 127, "int12": 2047}
 NORMS = {"cLN": 0, "cgLN": 1, "BN": 2}
 # every activation local.model accepts, by model_sizes' name (it refuses the others when the model is built)
 ENC_ACTS = {"identity": 0, "relu": 1, "sigmoid": 2}
@@ -60,7 +63,7 @@ class _Norm(ctypes.Structure):
 
 
 class _Mat(ctypes.Structure):
-    _fields_ = [("w", _P), ("scale", _P)]
+    _fields_ = [("w", _P), ("scale", _P), ("lo", _P)]
 
 
 class _Block(ctypes.Structure):
@@ -143,10 +146,11 @@ def load_library(weights: str = "fp32") -> ctypes.CDLL:
             if os.path.exists(tmp):
                 os.unlink(tmp)
     lib = ctypes.CDLL(str(path))
-    lib.weight_bytes.restype = _I
-    if lib.weight_bytes() != WEIGHTS[weights][1].itemsize:  # a build of the other storage under this name: never use it
-        raise NativeBuildError(f"engine='native': {path} stores {lib.weight_bytes()}-byte weights, not {weights}; "
-                               "delete it to rebuild")
+    lib.weight_storage.restype = _I
+    stored = lib.weight_storage()
+    if stored != WEIGHTS[weights][1]:  # a build of another storage under this name: never use it
+        other = next((name for name, (_, code) in WEIGHTS.items() if code == stored), f"storage {stored}")
+        raise NativeBuildError(f"engine='native': {path} stores {other} weights, not {weights}; delete it to rebuild")
     lib.panel_rows.restype = _I
     lib.work_floats.restype = _I
     lib.work_floats.argtypes = [ctypes.POINTER(_Model), _I]
@@ -163,8 +167,8 @@ def _f32(t: torch.Tensor) -> torch.Tensor:
 class NativeStreamStep:
     """:class:`~local.streaming.StreamStep`'s arithmetic as one C call (CPU, float32).
 
-    ``weights``: how the weight matrices are stored, ``"fp32"`` (exact), ``"fp16"`` or ``"int8"``
-    (opt-in, see the module docstring).
+    ``weights``: how the weight matrices are stored, ``"fp32"`` (exact), ``"fp16"``, ``"int12"`` or
+    ``"int8"`` (opt-in, see the module docstring).
     ``initial_state(batch)`` -> ``(pending, frames_done, rings, positions, sums, tail)``;
     ``step(chunk, *state)`` -> ``(out, *state)``, the state updated in place.
     """
@@ -212,28 +216,40 @@ class NativeStreamStep:
         self._work_ptr: Dict[int, int] = {}  # hops per call -> the scratch buffer's address
 
     def _ptr(self, tensor: torch.Tensor) -> int:
-        t = _f32(tensor)
-        self._keep.append(t)
-        return t.data_ptr()
+        return self._keep_ptr(_f32(tensor))
 
     def _mat(self, tensor: torch.Tensor) -> _Mat:
         """A weight matrix (rows, cols) in this step's storage and layout, kept alive with the step:
         panels of ``panel_rows()`` rows (the last one padded with zeros), each stored column-major
-        (see ``linear`` in native_step.c); int8: each row over its largest magnitude times 127,
-        rounded, with that scale kept per row, and the columns in pairs."""
+        (see ``linear`` in native_step.c); integers: each row over its largest magnitude times
+        ``INTEGER_MAX``, rounded, with that scale kept per row, and the columns in pairs; int12
+        splits them into high bytes (stored as int8's) and low nibbles, two steps' to a byte."""
         w = _f32(tensor.reshape(tensor.shape[0], -1))
         rows, cols = w.shape
         w = torch.cat([w, w.new_zeros((-rows) % self._panel, cols)])
-        if self.weights != "int8":
-            scale = None
-            packed = w.reshape(-1, self._panel, cols).transpose(1, 2).to(WEIGHTS[self.weights][1]).contiguous()
-        else:  # column pairs: (panel, pair, row, 2), an odd last column padded with zeros
-            scale = w.abs().amax(1).clamp_min(torch.finfo(torch.float32).tiny) / 127.0
-            w = torch.cat([torch.round(w / scale[:, None]), w.new_zeros(w.shape[0], cols % 2)], 1)
-            packed = w.reshape(-1, self._panel, (cols + 1) // 2, 2).transpose(1, 2).to(torch.int8).contiguous()
-            self._keep.append(scale)
-        self._keep.append(packed)
-        return _Mat(w=packed.data_ptr(), scale=None if scale is None else scale.data_ptr())
+        if self.weights not in INTEGER_MAX:
+            dtype = torch.float16 if self.weights == "fp16" else torch.float32
+            packed = w.reshape(-1, self._panel, cols).transpose(1, 2).to(dtype).contiguous()
+            return _Mat(w=self._keep_ptr(packed))
+        top = INTEGER_MAX[self.weights]
+        scale = w.abs().amax(1).clamp_min(torch.finfo(torch.float32).tiny) / top
+        q = torch.round(w / scale[:, None]).clamp(-top, top)
+        # zero columns up to whole steps: a pair (int8) or two pairs (int12: a byte of low nibbles)
+        q = torch.cat([q, q.new_zeros(q.shape[0], (-cols) % (4 if self.weights == "int12" else 2))], 1)
+        high = torch.div(q, 16, rounding_mode="floor") if self.weights == "int12" else q
+        pairs = q.shape[1] // 2
+        # (panel, pair, row, 2): a step's weights for the panel's rows, each row's pair adjacent
+        packed = high.reshape(-1, self._panel, pairs, 2).transpose(1, 2).to(torch.int8).contiguous()
+        mat = _Mat(scale=self._keep_ptr(scale), w=self._keep_ptr(packed))
+        if self.weights == "int12":  # (panel, pair of steps, row, 2): the even step's nibble low, the odd's high
+            low = (q - 16 * high).to(torch.uint8).reshape(-1, self._panel, pairs // 2, 2, 2).permute(0, 2, 1, 4, 3)
+            mat.lo = self._keep_ptr((low[..., 0] | (low[..., 1] << 4)).contiguous())
+        return mat
+
+    def _keep_ptr(self, tensor: torch.Tensor) -> int:
+        """``tensor``'s address, the tensor kept alive with the step (as stored: no conversion)."""
+        self._keep.append(tensor)
+        return tensor.data_ptr()
 
     def _norm(self, norm) -> _Norm:
         return _Norm(kind=NORMS[norm.kind], affine=int(norm.affine), sums_index=int(norm.index),

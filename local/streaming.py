@@ -6,7 +6,7 @@ Usage:
     stream = StreamingSeparator(model, device="cpu")  # a causal ConvTasNetVariant; engine="script" (default),
                                                       # "eager", "onnx" (a model_stream.onnx, onnxruntime)
                                                       # or "native" (the step in C, the fastest; opt-in
-                                                      # "native-fp16" / "native-int8": reduced weights)
+                                                      # "native-fp16" / "-int12" / "-int8": reduced weights)
     for chunk in chunks:                        # any sizes, down to one encoder hop
         out = stream.process(chunk)             # (n_src, n) separated samples, n ~ len(chunk)
     tail = stream.flush()                       # the last samples; the stream is reset
@@ -62,10 +62,11 @@ C function: 0.75, 0.15 and 0.09 ms (2026-12-02, family 6 model 167; TorchScript 
 0.51 and 0.24 ms in the same run). One hop per call cannot reach the paper's 0.4 ms
 per frame there in float32: the model's 19 MB of weights are read once per frame,
 and one core reads about 30 GB/s from L3 (0.65 ms). The opt-in
-``engine="native-fp16"`` and ``engine="native-int8"`` store the weights in half
-precision or as int8 (half or a quarter of the bytes): 0.44 and 0.26 ms per frame
-at one hop, output SNR 67 and 39.5 dB against float32. From 32 hops per call (33 ms
-of algorithmic latency) the weights are reused across frames.
+``engine="native-fp16"``, ``"native-int12"`` and ``"native-int8"`` store the weights
+in half precision, as 12-bit or as 8-bit integers (1/2, 3/8 or 1/4 of the bytes):
+0.43, 0.35 and 0.26 ms per frame at one hop (2026-12-05), output SNR 67, 64 and
+39.5 dB against float32. From 32 hops per call (33 ms of algorithmic latency) the
+weights are reused across frames.
 
 Latency
 -------
@@ -88,9 +89,9 @@ from local.inference import model_sizes
 
 __all__ = ["StreamingSeparator", "StreamStep", "check_streamable", "ENGINES"]
 
-ENGINES = ("script", "eager", "onnx", "native", "native-fp16", "native-int8")
+ENGINES = ("script", "eager", "onnx", "native", "native-fp16", "native-int12", "native-int8")
 #: the C step's engines, by the storage of their weights (local.native_step.WEIGHTS)
-NATIVE_WEIGHTS = {"native": "fp32", "native-fp16": "fp16", "native-int8": "int8"}
+NATIVE_WEIGHTS = {"native": "fp32", "native-fp16": "fp16", "native-int12": "int12", "native-int8": "int8"}
 
 
 def check_streamable(model) -> None:
@@ -435,9 +436,10 @@ class StreamingSeparator:
             (the same module in Python), ``"onnx"`` (onnxruntime on ``model_stream.onnx``, CPU) or
             ``"native"`` (:mod:`local.native_step`: the same step as one C call, float32 on the CPU,
             compiled on first use; 2.6-3.5x faster than ``"script"`` at 1 to 32 hops per call),
-            and its opt-in twins ``"native-fp16"`` and ``"native-int8"`` (weights stored in half
-            precision or as int8: 1.7x and 2.9x faster still at one hop; not float32's exact
-            arithmetic, the benchmark reports their SNR).
+            and its opt-in twins ``"native-fp16"``, ``"native-int12"`` and ``"native-int8"``
+            (weights stored in half precision, as 12-bit or as 8-bit integers: about 1.7x, 2.2x
+            and 2.9x faster still at one hop; not float32's exact arithmetic, the benchmark
+            reports their SNR).
 
     ``process`` takes ``(time,)`` or ``(batch, time)`` float tensors and
     returns ``(n_src, n)`` or ``(batch, n_src, n)``, on the separator's device.

@@ -130,7 +130,8 @@ def test_reduced_precision_is_opt_in_and_reports_its_snr(mode, min_snr):
 def test_benchmark_quick_mode_prints_the_table(tmp_path):
     out = tmp_path / "table.md"
     res = subprocess.run([sys.executable, str(REPO / "benchmarks" / "benchmark_separation.py"), "--quick",
-                          "--paths", "fast", "torchscript", "onnx", "native", "native-fp16", "native-int8",
+                          "--paths", "fast", "torchscript", "onnx", "native", "native-fp16", "native-int12",
+                          "native-int8",
                           "--out", str(out)],
                          capture_output=True, text=True, cwd=REPO, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
@@ -143,20 +144,22 @@ def test_benchmark_quick_mode_prints_the_table(tmp_path):
                                                      "| ONNX Runtime model.onnx",
                                                      "| C step (local.native_step, streaming only)",
                                                      "| C step, fp16 weights (opt-in)",
+                                                     "| C step, int12 weights (opt-in)",
                                                      "| C step, int8 weights (opt-in)"]
     assert "failed" not in table and "error" not in table
-    for row in rows[1:-3]:  # the C steps are streaming only: no offline cells
+    for row in rows[1:-4]:  # the C steps are streaming only: no offline cells
         diff = row.split(" | ")[6]  # path, RTF 1 s, RTF 2 s, x stock, peak 1 s, peak 2 s, diff
         assert float(diff) < TOL
-    for row in rows[-3:]:
+    for row in rows[-4:]:
         assert row.split(" | ")[1:7] == ["-"] * 6
-    for row in rows[2:-2]:  # eager, fast, torchscript, onnx and the C step stream (fast: offline only)
+    for row in rows[2:-3]:  # eager, fast, torchscript, onnx and the C step stream (fast: offline only)
         cells = row.split(" | ")
         if "fast" not in cells[0]:
             assert float(cells[-1].strip(" |")) < TOL
-    for row, floor in zip(rows[-2:], (40, 25)):  # fp16 / int8 weights: their SNR against float32, not a difference
-        snr = row.split(" | ")[-1].strip(" |")
-        assert snr.startswith("SNR ") and snr.endswith(" dB") and float(snr.split()[1]) > floor, row
+    for row, floor in zip(rows[-3:], (40, 40, 25)):  # fp16 / int12 / int8 weights: their SNR against float32
+        snr = row.split(" | ")[-1].strip(" |")  # "SNR 41.2 dB (max abs diff 3.0e-05)"
+        assert snr.startswith("SNR ") and snr.endswith(")") and float(snr.split()[1]) > floor, row
+        assert float(snr.split()[-1].rstrip(")")) < 1.0, row
 
 
 # ------------------------------------------------------------------ GPU (pytest -m gpu)

@@ -36,7 +36,10 @@ def test_every_accepted_variant_equals_offline(kw):
         assert (online - offline).abs().max() < TOL
 
 
-@pytest.mark.parametrize("engine, floor_db", [("native-fp16", 50.0), ("native-int8", 30.0)])
+REDUCED = (("native-fp16", 50.0), ("native-int12", 50.0), ("native-int8", 30.0))  # engine, SNR floor (dB)
+
+
+@pytest.mark.parametrize("engine, floor_db", REDUCED)
 def test_reduced_weights_stay_close_to_float32(engine, floor_db):
     """Opt-in weight storage: not equal to float32, but close (SNR against the float32 stream)."""
     from local.inference import output_snr
@@ -70,11 +73,35 @@ def test_int8_rows_are_scaled_by_their_largest_weight():
         native_step.NativeStreamStep(StreamStep(model), weights="bf16")
 
 
+@pytest.mark.parametrize("cols", [20, 21, 23])  # whole steps, and 3 or 1 zero columns added
+def test_int12_weights_are_a_high_byte_and_a_low_nibble(cols):
+    """Unpacked as native_step.c reads them (high bytes as int8's column pairs; low nibbles two
+    steps to a byte), 16 * high + low spans -2047..2047 per row and, times the row's scale, gives
+    back the float32 row within half a step; an all-zero row stays zero, padding columns too."""
+    model = causal_model("cgLN")
+    step = native_step.NativeStreamStep(StreamStep(model), weights="int12")
+    w = torch.randn(37, cols)
+    w[3] = 0.0
+    mat = step._mat(w)
+    lo, high, scale = step._keep[-1], step._keep[-2], step._keep[-3]
+    panel, width = step._panel, cols + (-cols) % 4
+    assert high.dtype == torch.int8 and lo.dtype == torch.uint8 and lo.numel() * 2 == high.numel()
+    assert (mat.w, mat.scale, mat.lo) == (high.data_ptr(), scale.data_ptr(), lo.data_ptr())
+    # lo: (panel, pair of steps, row, element); low nibble the even step, high nibble the odd one
+    low = torch.stack([lo & 15, lo >> 4], -1).permute(0, 2, 1, 4, 3).reshape(-1, panel, width)
+    rows = (16 * high.transpose(1, 2).reshape(-1, panel, width).float() + low.float()).reshape(-1, width)
+    assert torch.equal(rows[37:], torch.zeros_like(rows[37:])) and torch.equal(rows[:, cols:], torch.zeros(len(rows), width - cols))
+    rows = rows[:37, :cols]
+    assert torch.equal(rows.abs().amax(1)[torch.arange(37) != 3], torch.full((36,), 2047.0))
+    assert torch.equal(rows[3], torch.zeros(cols))
+    assert ((rows * scale[:37, None] - w).abs() <= scale[:37, None] / 2 + 1e-7).all()
+
+
 def test_each_weight_storage_has_its_own_build():
     paths = {w: native_step.library_path(w) for w in native_step.WEIGHTS}
-    assert len(set(paths.values())) == len(native_step.WEIGHTS) == 3
-    for weights, (_, dtype) in native_step.WEIGHTS.items():
-        assert native_step.load_library(weights).weight_bytes() == dtype.itemsize
+    assert len(set(paths.values())) == len(native_step.WEIGHTS) == 4
+    for weights, (_, code) in native_step.WEIGHTS.items():
+        assert native_step.load_library(weights).weight_storage() == code
 
 
 def _has_cpu_flags(*flags) -> bool:
@@ -91,7 +118,7 @@ def _has_cpu_flags(*flags) -> bool:
 def test_every_vector_width_computes_the_same(fresh_build, monkeypatch, march, panel):
     """Each branch of native_step.c's vector layer (generic 4-wide, AVX2 8-wide, this CPU's), with
     sizes that leave the last weight panel part-filled (30, 9, 18 and 20 rows) and odd column
-    counts (9 and 11: the int8 build's last column pair padded)."""
+    counts (9 and 11: the integer builds' last column pair padded, int12's last two)."""
     if march == "haswell" and not _has_cpu_flags("avx2", "fma", "f16c"):
         pytest.skip("this CPU runs no AVX2 code")
     monkeypatch.setattr(native_step, "FLAGS", [f"-march={march}" if f.startswith("-march=") else f
@@ -105,7 +132,7 @@ def test_every_vector_width_computes_the_same(fresh_build, monkeypatch, march, p
         assert exact.step._panel == panel
     assert (stream(exact, x, [1, 9, 40]) - offline).abs().max() < TOL
     from local.inference import output_snr
-    for engine, floor_db in (("native-fp16", 50.0), ("native-int8", 30.0)):
+    for engine, floor_db in REDUCED:
         approx = stream(StreamingSeparator(model, device="cpu", engine=engine), x, [1, 9, 40])
         assert output_snr(offline, approx) > floor_db, engine
 
