@@ -307,13 +307,13 @@ static inline __attribute__((always_inline)) void tile(const int np, const int n
 #pragma GCC unroll 4
         for (int t = 0; t < nf; ++t) acc[r][t] = lacc[r][t] = acc_zero();
 #if defined(NATIVE_WEIGHTS_INT12)
-    const uint8_t *restrict lo = M->lo + p * (steps / 2) * 2 * VW;
+    const uint8_t *restrict lo = M->lo + p * steps * VW; /* 2 * VW bytes per two steps */
     for (int64_t j = 0; j < steps; j += 2) { /* two steps: one load of low nibbles */
 #pragma GCC unroll 4
         for (int r = 0; r < np; ++r) {
             const wtype *wr = w + (r * steps + j) * STEP_WEIGHTS;
             const vint h0 = vint_pairs(wr), h1 = vint_pairs(wr + STEP_WEIGHTS);
-            const vint nib = vint_nibbles(lo + (r * (steps / 2) + j / 2) * 2 * VW);
+            const vint nib = vint_nibbles(lo + (r * steps + j) * VW);
             const vint l0 = vint_low_nibbles(nib), l1 = vint_high_nibbles(nib);
 #pragma GCC unroll 4
             for (int t = 0; t < nf; ++t) {

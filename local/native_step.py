@@ -23,7 +23,7 @@ three eighths or a quarter of the bytes makes it faster. fp16 weights are widene
 the products; integer weights are multiplied with each frame's input quantised to int16 (its own
 scale) in int32 arithmetic, two products per lane per instruction. All three are opt-in: their
 output is not float32's, and ``benchmarks/benchmark_separation.py`` reports their SNR against
-float32 (about 67, 65 and 40 dB on random weights).
+float32 (about 67, 64 and 40 dB on random weights).
 """
 
 from __future__ import annotations

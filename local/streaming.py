@@ -437,8 +437,8 @@ class StreamingSeparator:
             ``"native"`` (:mod:`local.native_step`: the same step as one C call, float32 on the CPU,
             compiled on first use; 2.6-3.5x faster than ``"script"`` at 1 to 32 hops per call),
             and its opt-in twins ``"native-fp16"``, ``"native-int12"`` and ``"native-int8"``
-            (weights stored in half precision, as 12-bit or as 8-bit integers: about 1.7x, 2.2x
-            and 2.9x faster still at one hop; not float32's exact arithmetic, the benchmark
+            (weights stored in half precision, as 12-bit or as 8-bit integers: about 1.8x, 2.2x
+            and 3.0x faster still at one hop; not float32's exact arithmetic, the benchmark
             reports their SNR).
 
     ``process`` takes ``(time,)`` or ``(batch, time)`` float tensors and
