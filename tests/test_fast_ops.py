@@ -50,6 +50,16 @@ def test_fast_global_layer_norm_matches_asteroid(shape):
     _assert_same(_forward_backward(ref, x, grad), _forward_backward(new, x, grad), atol=2e-5)
 
 
+def test_fast_global_layer_norm_of_a_constant_input_is_its_bias():
+    # One-pass moments: rounding could make E[x^2] - E[x]^2 of a constant input negative (NaN in rsqrt).
+    layer = FastGlobLN(8)
+    with torch.no_grad():
+        layer.beta.copy_(torch.linspace(-1.0, 1.0, 8))
+    y = layer(torch.full((2, 8, 333), 1.1))  # E[x^2] - E[x]^2 rounds to -7e-7 here
+    # (x - mean) * 1e4 of float32 rounding remains, as in asteroid's GlobLN: 2.4e-3 there, 2.7e-3 here.
+    torch.testing.assert_close(y, layer.beta.view(1, -1, 1).expand_as(y).detach(), atol=1e-2, rtol=0.0)
+
+
 @pytest.mark.parametrize("taps,dilation,causal,bias", [(3, 1, False, True), (3, 8, False, True),
                                                       (3, 4, True, True), (5, 2, False, False)])
 def test_fast_depthwise_conv_matches_torch(taps, dilation, causal, bias):
