@@ -26,8 +26,9 @@ streaming time per frame (``local.streaming.StreamingSeparator``) at 1, 8 and 32
 per call with its largest difference from offline causal processing (engines: ``eager``,
 ``script`` = TorchScript, the default, ``onnx`` = ``model_stream.onnx``, and ``native`` = the
 C step of ``local.native_step``, CPU only; its opt-in ``native-fp16``, ``native-int12`` and
-``native-int8`` store the weights in half precision, as 12-bit or as 8-bit integers with a scale
-per row, and their difference column gives the output SNR against offline float32 as well).
+``native-int8`` store the 1x1 convolutions' weights in half precision, as 12-bit or as 8-bit
+integers with a scale per row (the encoder and decoder stay float32), and their difference column
+gives the output SNR against offline float32 as well).
 Weights are random (speed does not depend on them); ``--threads 1`` is one core.
 """
 

@@ -184,8 +184,8 @@ typedef struct {
 
 typedef struct {
     int64_t N, L, hop, B, H, Sc, n_blocks, n_src, enc_act, mask_act, mask_slope_n, n_sums, ring_total;
-    Mat enc_w;   /* (N, L) */
-    Mat dec_w_t; /* (L, N) */
+    const float *enc_w_t; /* (L, N): the encoder's filters, transposed, float32 in every build */
+    const float *dec_w;   /* (N, L): the decoder's filters, float32 in every build */
     Mat bott_w, mask_w;
     const float *bott_b, *mask_slope, *mask_b;
     Norm norm0;
@@ -211,9 +211,9 @@ typedef struct {
  * + 2 * (o % VW) + e holds lo of column 4s + e in its low nibble and of column 4s + 2 + e in its
  * high one, so one widening, an `and` and a shift unpack two steps. Both parts are multiplied with
  * the same int16 inputs, into two accumulators (16 * hi * x would overflow int32 where hi * x
- * cannot). On paper_best_causal (random weights) the output SNR against float32 is 63.8 dB (65.4
- * with the weights rounded alone, the rest float32), fp16 weights' 67.1 dB, for three quarters of
- * fp16's bytes: 0.35 against 0.43 ms per frame at one hop (README). */
+ * cannot). On paper_best_causal (random weights) the output SNR against float32 is 69.9 dB, fp16
+ * weights' 70.9 dB, for three quarters of fp16's bytes: 0.37 against 0.42 ms per frame at one hop
+ * (README, 2026-12-06). */
 #if defined(NATIVE_WEIGHTS_INT12)
 enum { TILE_PANELS = VW == 16 ? 4 : 2, TILE_FRAMES = 2 }; /* two accumulators per output vector */
 #else
@@ -389,6 +389,26 @@ static void linear(const Mat *M, const float *restrict b, const float *restrict 
     for (; p < panels; ++p) panel_rows_all_frames(1, M, &in, b, y, rows, steps, k, p, y_stride, accumulate);
 }
 
+/* y[f, :rows] = W x[f] for the k frames, in float32 whatever the build's weight storage, from W
+ * transposed (w_t: (cols, rows)), a row of y at a time summed over the columns (no horizontal
+ * sums). For the encoder and the decoder: their matrices are small (N x L, 64 KB for the demo,
+ * 32 KB for paper_best), and rounded to fp16 they cost a trained causal demo model 5.5 dB of
+ * output SNR (its 1x1 convolutions' weights rounded alone: 78.7 dB, with the filterbanks 73.2 dB;
+ * the int builds also quantised the waveform to int16 here). */
+static void linear_f32(const float *restrict w_t, const float *restrict x, float *restrict y, int64_t rows,
+                       int64_t cols, int64_t k, int64_t x_stride, int64_t y_stride) {
+    for (int64_t f = 0; f < k; ++f) {
+        const float *xf = x + f * x_stride;
+        float *restrict yf = y + f * y_stride;
+        memset(yf, 0, (size_t)rows * sizeof(float));
+        for (int64_t j = 0; j < cols; ++j) {
+            const float a = xf[j], *wj = w_t + j * rows;
+#pragma omp simd
+            for (int64_t o = 0; o < rows; ++o) yf[o] += a * wj[o];
+        }
+    }
+}
+
 /* PReLU in place: one shared slope (n == 1) or one per channel. */
 static void prelu(float *x, int64_t count, int64_t chan, const float *slope, int64_t n) {
     for (int64_t j = 0; j < count; j += chan)
@@ -450,10 +470,9 @@ static int64_t max3(int64_t a, int64_t b, int64_t c) { return a > b ? (a > c ? a
 enum { W_CAT, W_TF, W_XN, W_ACC, W_H, W_Y, W_SCORE, W_FRAME, W_QUANT, W_END };
 
 static void work_layout(const Model *m, int64_t k, int64_t off[W_END + 1]) {
-    const int64_t W = m->B + m->Sc, wide = max3(m->H, m->N, W), cols = wide > m->L ? wide : m->L;
-    const int64_t frames = k > m->n_src ? k : m->n_src; /* the decoder's product runs over the sources */
+    const int64_t W = m->B + m->Sc, wide = max3(m->H, m->N, W); /* the quantised products' widest input */
     const int64_t size[W_END] = {m->L + k * m->hop, k * m->N, k * wide, k * W, k * wide, k * wide,
-                                 k * m->n_src * m->N, m->n_src * m->L, frames * (cols / 2 + 3)};
+                                 k * m->n_src * m->N, m->n_src * m->L, k * (wide / 2 + 3)};
     off[0] = 0;
     for (int i = 0; i < W_END; ++i) off[i + 1] = off[i] + size[i];
 }
@@ -493,7 +512,7 @@ void stream_step(const Model *m, int64_t batch, int64_t k, const float *chunk, f
         memcpy(cat, pend, (size_t)overlap * sizeof(float));
         memcpy(cat + overlap, chunk + s * k * hop, (size_t)(k * hop) * sizeof(float));
         memcpy(pend, cat + k * hop, (size_t)overlap * sizeof(float));
-        linear(&m->enc_w, NULL, cat, tf, N, L, k, hop, N, 0, quant);
+        linear_f32(m->enc_w_t, cat, tf, N, L, k, hop, N);
         act(tf, k * N, m->enc_act);
 
         /* bottleneck: norm, 1x1 conv (the norm's affine part folded in); the skip sum starts at 0 */
@@ -556,7 +575,7 @@ void stream_step(const Model *m, int64_t batch, int64_t k, const float *chunk, f
 
         /* decoder: each source's frame is dec_w^T masked, overlap-added with the carried tail */
         for (int64_t f = 0; f < k; ++f) {
-            linear(&m->dec_w_t, NULL, score + f * ns * N, frame_out, L, N, ns, N, L, 0, quant);
+            linear_f32(m->dec_w, score + f * ns * N, frame_out, L, N, ns, N, L);
             for (int64_t j = 0; j < ns; ++j) {
                 float *fo = frame_out + j * L, *t = tl + j * overlap;
                 for (int64_t l = 0; l < overlap; ++l) fo[l] += t[l];
