@@ -167,8 +167,12 @@ typedef struct {
     const float *scale, *shift;  /* BN: x * scale + shift (gamma and beta included when affine) */
 } Norm;
 
-/* A weight matrix in panels (see `linear`), its per-row scale in the integer builds and its low
- * nibbles in the int12 build (else NULL). */
+/* A weight matrix in panels (see `linear`), its per-row scale in the integer and fp16 builds and
+ * its low nibbles in the int12 build (else NULL). fp16 rows are stored over their largest
+ * magnitude: that weight, the one with the largest rounding error, becomes exact (+-1), and a row
+ * of small weights stays out of fp16's subnormal range. On a trained causal demo model the
+ * folded matrices stored as they are gave 76.9 dB of output SNR, over a power of two per row
+ * 76.9 dB, over random scales per row 76.5-77.2 dB, over their largest magnitude 80.4 dB. */
 typedef struct {
     const wtype *w;
     const float *scale;
@@ -212,7 +216,7 @@ typedef struct {
  * high one, so one widening, an `and` and a shift unpack two steps. Both parts are multiplied with
  * the same int16 inputs, into two accumulators (16 * hi * x would overflow int32 where hi * x
  * cannot). On paper_best_causal (random weights) the output SNR against float32 is 69.9 dB, fp16
- * weights' 70.9 dB, for three quarters of fp16's bytes: 0.37 against 0.42 ms per frame at one hop
+ * weights' 71.9 dB, for three quarters of fp16's bytes: 0.37 against 0.42 ms per frame at one hop
  * (README, 2026-12-06). */
 #if defined(NATIVE_WEIGHTS_INT12)
 enum { TILE_PANELS = VW == 16 ? 4 : 2, TILE_FRAMES = 2 }; /* two accumulators per output vector */
@@ -290,8 +294,13 @@ static inline vacc step_weights(const wtype *w) { return vloadw(w); }
 static inline vacc step_input(const Input *in, int64_t f, int64_t j) { return vset1(in->x[f * in->stride + j]); }
 static inline vacc step_mac(vacc w, vacc x, vacc acc) { return vfma(w, x, acc); }
 static inline vfloat acc_value(vacc acc, vacc lacc, const Mat *M, const Input *in, int64_t o, int64_t f) {
-    (void)lacc; (void)M; (void)in; (void)o; (void)f;
+    (void)lacc; (void)in; (void)f;
+#if defined(NATIVE_WEIGHTS_FP16)
+    return acc * vload(M->scale + o); /* each row's scale (see Mat) */
+#else
+    (void)M; (void)o;
     return acc;
+#endif
 }
 #endif
 

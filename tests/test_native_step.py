@@ -56,8 +56,9 @@ def test_reduced_weights_stay_close_to_float32(engine, floor_db):
 
 def test_fp16_rounds_the_1x1_convolutions_and_nothing_else():
     """native-fp16 equals the eager step with only its 1x1 matrices (bottleneck, blocks, masks) rounded
-    to half precision, to float32 round-off: the encoder and decoder stay float32 (rounded too, they
-    cost a trained model 5.5 dB of output SNR); rounding them as well moves the output measurably."""
+    to half precision, each row over its largest magnitude, to float32 round-off: the encoder and
+    decoder stay float32 (rounded too, they cost a trained model 5.5 dB of output SNR); rounding
+    them as well moves the output measurably."""
     from local.inference import output_snr
 
     model = causal_model("cgLN")
@@ -68,9 +69,12 @@ def test_fp16_rounds_the_1x1_convolutions_and_nothing_else():
         sep = StreamingSeparator(model, device="cpu", engine="eager")
         step = sep.step
         mats = [step.bottleneck_w, step.mask_w] + [w for b in step.blocks for w in (b.in_w, b.out_w)]
-        mats += [getattr(step, name) for name in names]
         with torch.no_grad():
             for w in mats:
+                scale = native_step.fp16_row_scale(w)[:, None]
+                w.copy_((w / scale).half().float() * scale)
+            for name in names:
+                w = getattr(step, name)
                 w.copy_(w.half().float())
         return stream(sep, x, [8])
 
@@ -78,6 +82,28 @@ def test_fp16_rounds_the_1x1_convolutions_and_nothing_else():
     assert (fp16 - same).abs().max() < 1e-6 * fp16.abs().max()
     filterbanks_too = rounded(["enc_w", "dec_w", "enc_w_t", "dec_w_2d"])
     assert output_snr(fp16, filterbanks_too) < output_snr(fp16, same) - 20
+
+
+def test_fp16_rows_are_stored_over_their_largest_magnitude():
+    """Each fp16 row is its float32 row over its largest magnitude: that weight is stored exactly
+    (+-1), and a row of small weights keeps fp16's precision instead of falling into its subnormal
+    range; a zero row keeps scale 1."""
+    model = causal_model("cgLN")
+    step = native_step.NativeStreamStep(StreamStep(model), weights="fp16")
+    w = torch.randn(37, 20, generator=torch.Generator().manual_seed(7))
+    w[5] *= 1e-6  # all of it below fp16's smallest normal number, 6.1e-5
+    w[3] = 0.0
+    mat = step._mat(w)
+    scale, packed = step._keep[-1], step._keep[-2]
+    rows = packed.transpose(1, 2).reshape(-1, 20)[:37].float()
+    assert packed.dtype == torch.float16 and (mat.w, mat.scale) == (packed.data_ptr(), scale.data_ptr())
+    assert scale.numel() % step._panel == 0 and torch.equal(scale[37:], torch.ones(scale.numel() - 37))
+    assert torch.equal(rows.abs().amax(1)[torch.arange(37) != 3], torch.ones(36)) and scale[3] == 1.0
+    assert torch.equal(scale[:37][torch.arange(37) != 3], w.abs().amax(1)[torch.arange(37) != 3])
+    back = rows * scale[:37, None]
+    # fp16's relative precision, row 5 too (and half its smallest subnormal, times the scale)
+    assert ((back - w).abs() <= w.abs() * 1.001 * 2.0 ** -11 + scale[:37, None] * 2.0 ** -25).all()
+    assert ((w[5].half().float() - w[5]).abs() > w[5].abs() * 2.0 ** -8).any()  # which plain fp16 loses
 
 
 def test_int8_rows_are_scaled_by_their_largest_weight():
