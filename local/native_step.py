@@ -85,12 +85,12 @@ class _Model(ctypes.Structure):
                [("norm0", _Norm), ("blocks", _P)]
 
 
-def fp16_row_scale(w: torch.Tensor) -> torch.Tensor:
-    """Per row of ``w``, its largest magnitude (1 for a zero row): the fp16 step stores ``w / scale``
-    rounded to half, so each row's largest weight is exact (+-1) and no row of small weights falls
-    into fp16's subnormal range (below 6.1e-5), where it would keep fewer bits."""
-    top = w.abs().amax(1)
-    return torch.where(top > 0, top, torch.ones_like(top))
+def row_max(w: torch.Tensor) -> torch.Tensor:
+    """Per row of ``w``, its largest magnitude (float32's smallest normal number for a zero row): the
+    reduced storages keep ``w`` over it, times ``INTEGER_MAX`` rounded for the integer ones, or
+    rounded to half for fp16, so each row's largest weight is exact and no row of small weights
+    falls into fp16's subnormal range (below 6.1e-5), where it would keep fewer bits."""
+    return w.abs().amax(1).clamp_min(torch.finfo(torch.float32).tiny)
 
 
 class NativeBuildError(RuntimeError):
@@ -217,7 +217,7 @@ class NativeStreamStep:
             Sc=self.skip_chan, n_blocks=len(blocks), n_src=self.n_src,
             enc_act=ENC_ACTS[step.enc_act], mask_act=MASK_ACTS[step.mask_act],
             mask_slope_n=int(step.mask_act_w.numel()), n_sums=int(step.n_sums), ring_total=sum(self.rings),
-            enc_w_t=self._ptr(step.enc_w[:, 0, :].t()), dec_w=self._ptr(step.dec_w_2d),
+            enc_w_t=self._ptr(step.enc_w_t), dec_w=self._ptr(step.dec_w_2d),
             bott_w=self._mat(step.bottleneck_w), mask_w=self._mat(step.mask_w), bott_b=self._ptr(step.bottleneck_b),
             mask_slope=self._ptr(step.mask_act_w), mask_b=self._ptr(step.mask_b),
             norm0=self._norm(step.norm0), blocks=ctypes.cast(self._blocks, _P))
@@ -232,7 +232,7 @@ class NativeStreamStep:
     def _mat(self, tensor: torch.Tensor) -> _Mat:
         """A weight matrix (rows, cols) in this step's storage and layout, kept alive with the step:
         panels of ``panel_rows()`` rows (the last one padded with zeros), each stored column-major
-        (see ``linear`` in native_step.c); fp16: each row over its largest magnitude (:func:`fp16_row_scale`),
+        (see ``linear`` in native_step.c); fp16: each row over its largest magnitude (:func:`row_max`),
         the scale kept per row; integers: each row over its largest magnitude times
         ``INTEGER_MAX``, rounded, with that scale kept per row, and the columns in pairs; int12
         splits them into high bytes (stored as int8's) and low nibbles, two steps' to a byte."""
@@ -242,11 +242,11 @@ class NativeStreamStep:
         if self.weights == "fp32":
             return _Mat(w=self._keep_ptr(self._panels(w)))
         if self.weights == "fp16":  # each row over its largest magnitude: that weight exact, small rows kept
-            scale = fp16_row_scale(w)
+            scale = row_max(w)
             return _Mat(w=self._keep_ptr(self._panels(w / scale[:, None]).to(torch.float16)),
                         scale=self._keep_ptr(scale))
         top = INTEGER_MAX[self.weights]
-        scale = w.abs().amax(1).clamp_min(torch.finfo(torch.float32).tiny) / top
+        scale = row_max(w) / top
         q = torch.round(w / scale[:, None]).clamp(-top, top)
         # zero columns up to whole steps: a pair (int8) or two pairs (int12: a byte of low nibbles)
         q = torch.cat([q, q.new_zeros(q.shape[0], (-cols) % (4 if self.weights == "int12" else 2))], 1)

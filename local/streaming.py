@@ -66,8 +66,7 @@ and one core reads about 30 GB/s from L3 (0.65 ms). The opt-in
 convolutions' weights in half precision, as 12-bit or as 8-bit integers (1/2, 3/8 or 1/4
 of the bytes; the encoder and decoder stay float32): 0.42, 0.37 and 0.26 ms per frame
 at one hop (2026-12-06), output SNR 72, 70 and 46 dB against float32. From 32 hops
-per call (33 ms of algorithmic latency) the
-weights are reused across frames.
+per call (33 ms of algorithmic latency) the weights are reused across frames.
 
 Latency
 -------

@@ -71,7 +71,7 @@ def test_fp16_rounds_the_1x1_convolutions_and_nothing_else():
         mats = [step.bottleneck_w, step.mask_w] + [w for b in step.blocks for w in (b.in_w, b.out_w)]
         with torch.no_grad():
             for w in mats:
-                scale = native_step.fp16_row_scale(w)[:, None]
+                scale = native_step.row_max(w)[:, None]
                 w.copy_((w / scale).half().float() * scale)
             for name in names:
                 w = getattr(step, name)
@@ -87,7 +87,7 @@ def test_fp16_rounds_the_1x1_convolutions_and_nothing_else():
 def test_fp16_rows_are_stored_over_their_largest_magnitude():
     """Each fp16 row is its float32 row over its largest magnitude: that weight is stored exactly
     (+-1), and a row of small weights keeps fp16's precision instead of falling into its subnormal
-    range; a zero row keeps scale 1."""
+    range; a zero row (and a padding row) stays zero."""
     model = causal_model("cgLN")
     step = native_step.NativeStreamStep(StreamStep(model), weights="fp16")
     w = torch.randn(37, 20, generator=torch.Generator().manual_seed(7))
@@ -97,8 +97,10 @@ def test_fp16_rows_are_stored_over_their_largest_magnitude():
     scale, packed = step._keep[-1], step._keep[-2]
     rows = packed.transpose(1, 2).reshape(-1, 20)[:37].float()
     assert packed.dtype == torch.float16 and (mat.w, mat.scale) == (packed.data_ptr(), scale.data_ptr())
-    assert scale.numel() % step._panel == 0 and torch.equal(scale[37:], torch.ones(scale.numel() - 37))
-    assert torch.equal(rows.abs().amax(1)[torch.arange(37) != 3], torch.ones(36)) and scale[3] == 1.0
+    assert scale.numel() % step._panel == 0
+    padded = packed.transpose(1, 2).reshape(-1, 20).float()
+    assert torch.equal(padded[37:], torch.zeros_like(padded[37:])) and torch.equal(rows[3], torch.zeros(20))
+    assert torch.equal(rows.abs().amax(1)[torch.arange(37) != 3], torch.ones(36))
     assert torch.equal(scale[:37][torch.arange(37) != 3], w.abs().amax(1)[torch.arange(37) != 3])
     back = rows * scale[:37, None]
     # fp16's relative precision, row 5 too (and half its smallest subnormal, times the scale)
