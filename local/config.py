@@ -64,11 +64,11 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "weight_decay": 0.0,
     },
     "scheduler": {
-        "name": "plateau",  # plateau (paper) | cosine | none
+        "name": "plateau",  # plateau (paper) | cosine | linear (warm-up, then that decay) | none
         "factor": 0.5,  # plateau: multiply lr by this ...
         "patience": 3,  # ... after this many epochs without val_loss improvement
-        "warmup_steps": 0,  # cosine: linear warm-up steps
-        "min_lr_ratio": 0.01,  # cosine: final lr / initial lr
+        "warmup_steps": 0,  # cosine, linear: linear warm-up steps
+        "min_lr_ratio": 0.01,  # cosine, linear: final lr / initial lr
     },
     "training": {
         "epochs": 100,
@@ -342,7 +342,7 @@ def _check_values(conf: dict, source: str) -> None:
                           "set one (max_steps=N replays a budgeted run that chose N)")
     if tc["time_budget"] is not None and conf["scheduler"]["name"] == "plateau":
         raise ConfigError(f"{source}: training.time_budget fits a step-based schedule to the budget; "
-                          "with scheduler.name=plateau there is none to fit (use cosine, or a fixed budget)")
+                          "with scheduler.name=plateau there is none to fit (use cosine or linear, or a fixed budget)")
     if tc["average_best_k"] < 1:
         raise ConfigError(f"{source}: training.average_best_k={tc['average_best_k']} must be at least 1 "
                           "(1 keeps the best checkpoint)")
@@ -356,8 +356,8 @@ def _check_values(conf: dict, source: str) -> None:
             f"{source}: a pseudo-inverse filterbank needs n_filters >= kernel_size "
             "(a complete basis) to reconstruct its input"
         )
-    if conf["scheduler"]["name"] not in ("plateau", "cosine", "none"):
-        raise ConfigError(f"{source}: scheduler.name must be plateau, cosine or none")
+    if conf["scheduler"]["name"] not in ("plateau", "cosine", "linear", "none"):
+        raise ConfigError(f"{source}: scheduler.name must be plateau, cosine, linear or none")
     if conf["optim"]["optimizer"] not in ("adam", "adamw"):
         raise ConfigError(f"{source}: optim.optimizer must be adam or adamw")
     try:

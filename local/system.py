@@ -42,24 +42,26 @@ def make_optimizer(params, optim_conf: dict, fused: bool = False) -> torch.optim
     return cls(params, lr=optim_conf["lr"], weight_decay=optim_conf["weight_decay"], **extra)
 
 
-class WarmupCosine:
-    """``LambdaLR`` factor: linear warm-up over ``warmup`` steps, then a cosine from 1 to ``floor``
-    at ``total_steps``. An object, not a closure: ``total_steps`` can be fixed once training
-    has measured its speed (``training.time_budget``), and LambdaLR saves an object's
-    attributes in its state dict, so a resumed run keeps the schedule it had."""
+class WarmupDecay:
+    """``LambdaLR`` factor: linear warm-up over ``warmup`` steps, then a decay from 1 to ``floor``
+    at ``total_steps``, a half cosine (``shape="cosine"``) or a straight line (``"linear"``).
+    An object, not a closure: ``total_steps`` can be fixed once training has measured its
+    speed (``training.time_budget``), and LambdaLR saves an object's attributes in its state
+    dict, so a resumed run keeps the schedule it had."""
 
-    def __init__(self, warmup: int, floor: float, total_steps: int):
-        self.warmup, self.floor, self.total_steps = warmup, floor, total_steps
+    def __init__(self, warmup: int, floor: float, total_steps: int, shape: str = "cosine"):
+        self.warmup, self.floor, self.total_steps, self.shape = warmup, floor, total_steps, shape
 
     def __call__(self, step: int) -> float:
         if step < self.warmup:
             return (step + 1) / self.warmup
         progress = min(1.0, (step - self.warmup) / max(1, self.total_steps - self.warmup))
-        return self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * progress))
+        left = 1 - progress if self.shape == "linear" else 0.5 * (1 + math.cos(math.pi * progress))
+        return self.floor + (1 - self.floor) * left
 
 
 def make_scheduler(optimizer, sched_conf: dict, total_steps: int):
-    """Paper schedule (halve on plateau) or warm-up + cosine over a fixed step budget."""
+    """Paper schedule (halve on plateau) or warm-up + cosine or linear decay over a fixed step budget."""
     name = sched_conf["name"]
     if name == "none":
         return None
@@ -67,7 +69,7 @@ def make_scheduler(optimizer, sched_conf: dict, total_steps: int):
         return ReduceLROnPlateau(
             optimizer, mode="min", factor=sched_conf["factor"], patience=sched_conf["patience"]
         )
-    schedule = WarmupCosine(sched_conf["warmup_steps"], sched_conf["min_lr_ratio"], total_steps)
+    schedule = WarmupDecay(sched_conf["warmup_steps"], sched_conf["min_lr_ratio"], total_steps, name)
     return {"scheduler": LambdaLR(optimizer, schedule), "interval": "step"}
 
 
@@ -259,11 +261,11 @@ class SeparationSystem(System):
                 self._train_forward.fallback = fallback
 
     def set_total_steps(self, total_steps: int) -> None:
-        """Fix the optimizer steps the run takes (``local.time_budget``): the cosine ends there."""
+        """Fix the optimizer steps the run takes (``local.time_budget``): the decay ends there."""
         self.total_steps = int(total_steps)
         for config in self.trainer.lr_scheduler_configs:
             for schedule in getattr(config.scheduler, "lr_lambdas", ()):
-                if isinstance(schedule, WarmupCosine):
+                if isinstance(schedule, WarmupDecay):
                     schedule.total_steps = self.total_steps
 
     def _grad_scaler(self):

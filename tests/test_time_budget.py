@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from local.config import ConfigError, load_config, parse_duration
-from local.time_budget import format_duration, steps_that_fit, typical_step_s
+from local.system import WarmupDecay
+from local.time_budget import TimeBudget, format_duration, steps_that_fit, typical_step_s
 
 REPO = Path(__file__).resolve().parents[1]
 MICRO = str(REPO / "tests" / "conf" / "micro.yml")
@@ -41,6 +42,18 @@ def test_steps_that_fit_count_validation_too():
     assert steps_that_fit(100.0, 0.1, 5.0, 50) == 500
     assert steps_that_fit(-1.0, 0.1, 0.0, 50) == 0
     assert format_duration(839.6) == "14 min 00 s"
+
+
+@pytest.mark.parametrize("shape", ["cosine", "linear"])
+def test_the_decay_runs_from_the_warm_up_to_its_floor_over_the_steps_fixed_later(shape):
+    schedule = WarmupDecay(warmup=10, floor=0.1, total_steps=1000, shape=shape)
+    assert [schedule(s) for s in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
+    schedule.total_steps = 110  # what a time budget does once it has measured the machine
+    assert schedule(10) == pytest.approx(1.0) and schedule(110) == pytest.approx(0.1)
+    assert schedule(500) == pytest.approx(0.1)  # past the end: the floor
+    # halfway: a straight line is at the middle; the half cosine too, but it stays high longer
+    assert schedule(60) == pytest.approx(0.55)
+    assert schedule(35) == pytest.approx(0.1 + 0.9 * (0.75 if shape == "linear" else 0.5 * (1 + 2 ** -0.5)))
 
 
 def test_the_step_time_is_the_mean_without_recompilations():
@@ -84,10 +97,12 @@ def micro_corpus(tmp_path_factory):
 def test_a_tiny_budget_stops_on_schedule_and_records_its_steps(micro_corpus, tmp_path):
     exp = tmp_path / "budget"
     sets = ["training.time_budget=25s", "training.epochs=100000", "training.limit_train_batches=10",
-            "scheduler.warmup_steps=2", "training.save_top_k=1"]
+            "scheduler.warmup_steps=2", "training.save_top_k=1", "data.batch_size=1"]
     log = _train(micro_corpus, exp, *sets)
     chosen = json.loads((exp / "time_budget.json").read_text())
     assert "time budget 25 s: training for" in log and "steps/s" in log  # said at once, with the ETA
+    # a validation pass planned from the fastest of 4 sanity batches (the corpus has 4), not Lightning's 2
+    assert chosen["validation_batches_timed"] == TimeBudget.sanity_batches == 4
     n = chosen["max_steps"]
     assert n > chosen["measured_steps"][1] and chosen["steps_per_s"] > 0
     chosen = json.loads((exp / "time_budget.json").read_text())  # rewritten when training ended
