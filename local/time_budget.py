@@ -4,8 +4,7 @@ A fixed step budget keeps a time promise only on the CPU it was tuned on (the de
 33 x 250 steps took 15 minutes on one 2-core machine and 34 on another). With
 ``training.time_budget`` (``"14m"``, ``"1h30m"``, ``"900s"`` or seconds) the
 :class:`TimeBudget` callback measures the real cost of a training step once the
-compiled graph is built, and of a validation pass (timed during Lightning's sanity
-check), fixes the number of optimizer steps that fit in what is left of the budget,
+compiled graph is built, and of a validation pass (two of its batches, timed then), fixes the number of optimizer steps that fit in what is left of the budget,
 and hands it to the module's learning-rate schedule, so a warm-up + cosine schedule
 completes on every machine instead of being cut off. The chosen number and the
 measured rates are printed at once, kept in the checkpoints (a resumed run keeps its
@@ -86,13 +85,6 @@ class TimeBudget(pl.Callback):
             end; the budget is what is left of it when ``fit`` starts.
     """
 
-    #: Lightning's sanity check for a run with a budget (its default is 2): the plan counts a validation
-    #: pass as the fastest of these batches. In the fresh-clone run of 2026-12-05 (AVX2 forced) the
-    #: two default batches ran 190 ms on average (the fastest 118 ms), the passes in training 77 ms a
-    #: batch, so the plan counted 2.24 s for a 1.5-s pass, 17 s of the 22 passes' time left unused;
-    #: batches 3-6 of a sanity check have run within 10% of the training-time passes (2026-12-06).
-    sanity_batches = 4
-
     def __init__(self, budget_s: Optional[float], exp_dir: Path, skip_steps: int = 5, measure_steps: int = 50,
                  reserve_s: float = 10.0, deadline: Optional[float] = None):
         self.budget_s = budget_s
@@ -107,8 +99,6 @@ class TimeBudget(pl.Callback):
         self._window_start: Optional[tuple[int, float]] = None
         self._step_times: list[float] = []  # durations of the measured steps
         self._last_end = 0.0
-        self._val_batch_s: list[float] = []
-        self._val_batch_t0 = 0.0
         self._reported = False
         self._epoch_end = 0.0  # when the last training epoch ended (or fit started)
         self._stopped_early: Optional[dict] = None
@@ -126,13 +116,6 @@ class TimeBudget(pl.Callback):
         self._fit_start = self._epoch_end = time.perf_counter()
         if self.deadline is not None:  # at least a second: a budget is never "none"
             self.budget_s = max(1.0, self.deadline - time.time())
-
-    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
-        self._val_batch_t0 = time.perf_counter()
-
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        if trainer.sanity_checking:
-            self._val_batch_s.append(time.perf_counter() - self._val_batch_t0)
 
     def on_train_start(self, trainer, pl_module) -> None:
         if self.chosen is not None:  # resumed: the schedule was fixed before the interruption
@@ -199,26 +182,46 @@ class TimeBudget(pl.Callback):
         atomic_write_text(self.exp_dir / "time_budget.json", json.dumps(self.chosen, indent=2))
 
     # -- the decision
-    def _validation_epoch_s(self, trainer) -> float:
-        if not self._val_batch_s:
+    @staticmethod
+    def _validation_epoch_s(trainer, pl_module) -> float:
+        """What a validation pass will cost: the faster of two reads (from its data set, in this
+        process: no loader workers started for it) and forwards of its first batch (eval mode, no
+        gradients, the run's precision), times its batches, timed here
+        with the step rate. Not from Lightning's sanity check, when the machine is still busy with
+        what came before (a fresh clone's demo: the data preparation's writes going to disk, the
+        compiler starting): there its batches took 118-150 ms (2026-12-05 and -06), the passes in
+        training 77 ms a batch, and the plan counted 2.2-2.8 s for 1.5-s passes, 14-25 s of the
+        demo's budget left unused."""
+        loader = getattr(trainer, "val_dataloaders", None)
+        loader = loader[0] if isinstance(loader, (list, tuple)) and loader else loader
+        n_batches = sum(int(n) for n in trainer.num_val_batches) if getattr(trainer, "num_val_batches", None) else 0
+        if loader is None or not n_batches:
             return 0.0
-        # The fastest of the sanity check's batches (``sanity_batches``): the first eager forward builds
-        # its kernels; the slower one put the demo's validation at 6.0 s in the plan, about 2 s in the run.
-        per_batch = min(self._val_batch_s)
-        n_batches = sum(int(n) for n in trainer.num_val_batches) if trainer.num_val_batches else 0
-        if not n_batches:
-            try:
-                n_batches = len(trainer.datamodule.val_dataloader())
-            except (AttributeError, TypeError):
-                n_batches = len(self._val_batch_s)
-        return per_batch * n_batches
+        import torch
+
+        was_training = pl_module.training
+        pl_module.eval()
+        times = []
+        try:
+            with torch.no_grad(), trainer.precision_plugin.val_step_context():
+                for _ in range(2):
+                    t0 = time.perf_counter()
+                    items = [loader.dataset[i] for i in range(min(loader.batch_size or 1, len(loader.dataset)))]
+                    batch = trainer.strategy.batch_to_device(loader.collate_fn(items))
+                    out = pl_module(batch[0])
+                    if out.is_cuda:
+                        torch.cuda.synchronize(out.device)
+                    times.append(time.perf_counter() - t0)
+        finally:
+            pl_module.train(was_training)
+        return min(times) * n_batches
 
     def _decide(self, trainer, pl_module, step: int, now: float) -> None:
         start_step, _ = self._window_start
         step_s = typical_step_s(self._step_times)
         accumulate = max(1, trainer.accumulate_grad_batches)
         steps_per_epoch = max(1, int(trainer.num_training_batches) // accumulate)
-        val_epoch_s = self._validation_epoch_s(trainer)
+        val_epoch_s = self._validation_epoch_s(trainer, pl_module)
         elapsed = now - self._fit_start
         fixed = trainer.max_steps if trainer.max_steps > 0 else steps_per_epoch * trainer.max_epochs
         per_step = step_s + val_epoch_s / steps_per_epoch
@@ -241,8 +244,7 @@ class TimeBudget(pl.Callback):
         remaining = (max_steps - step) * per_step
         decision = {
             "budget_s": self.budget_s, "max_steps": int(max_steps), "steps_per_s": 1.0 / step_s,
-            "step_s": step_s, "validation_s": val_epoch_s, "validation_batches_timed": len(self._val_batch_s),
-            "steps_per_epoch": steps_per_epoch,
+            "step_s": step_s, "validation_s": val_epoch_s, "steps_per_epoch": steps_per_epoch,
             "first_step_s": self._first_step_s, "measured_steps": [start_step, step],
             "elapsed_at_decision_s": elapsed, "expected_total_s": elapsed + remaining,
             "deadline": self.deadline,  # with a whole-run budget: the time.time() by which fit was to end

@@ -425,8 +425,6 @@ def main(argv=None) -> int:
         max_epochs=tc["epochs"],
         max_steps=tc["max_steps"],
         limit_train_batches=tc["limit_train_batches"],
-        # with a budget, enough validation batches to time a pass on (Lightning's default: 2)
-        **({"num_sanity_val_steps": budget.sanity_batches} if budget.budget_s or budget.deadline else {}),
         gradient_clip_val=tc["gradient_clip_val"],
         log_every_n_steps=tc["log_every_n_steps"],
         callbacks=callbacks,

@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -97,12 +98,11 @@ def micro_corpus(tmp_path_factory):
 def test_a_tiny_budget_stops_on_schedule_and_records_its_steps(micro_corpus, tmp_path):
     exp = tmp_path / "budget"
     sets = ["training.time_budget=25s", "training.epochs=100000", "training.limit_train_batches=10",
-            "scheduler.warmup_steps=2", "training.save_top_k=1", "data.batch_size=1"]
+            "scheduler.warmup_steps=2", "training.save_top_k=1"]
     log = _train(micro_corpus, exp, *sets)
     chosen = json.loads((exp / "time_budget.json").read_text())
     assert "time budget 25 s: training for" in log and "steps/s" in log  # said at once, with the ETA
-    # a validation pass planned from the fastest of 4 sanity batches (the corpus has 4), not Lightning's 2
-    assert chosen["validation_batches_timed"] == TimeBudget.sanity_batches == 4
+    assert chosen["validation_s"] > 0  # the plan counts the validation passes too
     n = chosen["max_steps"]
     assert n > chosen["measured_steps"][1] and chosen["steps_per_s"] > 0
     chosen = json.loads((exp / "time_budget.json").read_text())  # rewritten when training ended
@@ -155,6 +155,40 @@ def _fake_trainer(global_step=0):
 
     return SimpleNamespace(should_stop=False, global_step=global_step, sanity_checking=False, is_global_zero=True,
                            strategy=SimpleNamespace(reduce_boolean_decision=lambda decision, all=True: decision))
+
+
+class _SlowFirstForward(torch.nn.Module):
+    """A model whose first forward takes 0.5 s (as the sanity check's batches did), the others 0.01 s."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls, self.modes = 0, []
+
+    def forward(self, x):
+        self.modes.append((self.training, torch.is_grad_enabled()))
+        time.sleep(0.5 if self.calls == 0 else 0.01)
+        self.calls += 1
+        return x
+
+
+def test_a_validation_pass_is_timed_on_two_batches_at_the_decision():
+    """The plan's validation pass: the faster of two batches read and run when the steps are
+    measured (eval mode, no gradients), times the pass's batches; the model is left training."""
+    from contextlib import nullcontext
+    from types import SimpleNamespace
+
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader([(torch.zeros(4), torch.zeros(2, 4))] * 10, batch_size=3)
+    trainer = SimpleNamespace(val_dataloaders=loader, num_val_batches=[4],
+                              precision_plugin=SimpleNamespace(val_step_context=nullcontext),
+                              strategy=SimpleNamespace(batch_to_device=lambda batch: batch))
+    model = _SlowFirstForward().train()
+    pass_s = TimeBudget._validation_epoch_s(trainer, model)
+    assert 4 * 0.01 <= pass_s < 4 * 0.1  # the second batch's time, not the first's 0.5 s
+    assert model.modes == [(False, False)] * 2 and model.training
+    trainer.num_val_batches = [0]  # no validation (limit_val_batches=0): nothing to count
+    assert TimeBudget._validation_epoch_s(trainer, model) == 0.0 and model.calls == 2
 
 
 def test_a_deadline_is_the_budget_left_when_fit_starts(monkeypatch, tmp_path):
