@@ -70,6 +70,16 @@ def typical_step_s(durations: list[float]) -> float:
     return sum(typical) / len(typical)
 
 
+def _first_batch(loader):
+    """A loader's first batch, read in this process from its data set when it is indexable (a
+    loader's iterator would start its workers), else from the loader."""
+    try:
+        n = min(loader.batch_size or 1, len(loader.dataset))
+        return loader.collate_fn([loader.dataset[i] for i in range(n)])
+    except (TypeError, NotImplementedError):  # an IterableDataset: no len() or no indexing
+        return next(iter(loader))
+
+
 class TimeBudget(pl.Callback):
     """Measure the step rate after warm-up; fix ``max_steps`` from ``budget_s`` (or only report the ETA).
 
@@ -206,8 +216,7 @@ class TimeBudget(pl.Callback):
             with torch.no_grad(), trainer.precision_plugin.val_step_context():
                 for _ in range(2):
                     t0 = time.perf_counter()
-                    items = [loader.dataset[i] for i in range(min(loader.batch_size or 1, len(loader.dataset)))]
-                    batch = trainer.strategy.batch_to_device(loader.collate_fn(items))
+                    batch = trainer.strategy.batch_to_device(_first_batch(loader))
                     out = pl_module(batch[0])
                     if out.is_cuda:
                         torch.cuda.synchronize(out.device)

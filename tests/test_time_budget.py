@@ -190,6 +190,13 @@ def test_a_validation_pass_is_timed_on_two_batches_at_the_decision():
     trainer.num_val_batches = [0]  # no validation (limit_val_batches=0): nothing to count
     assert TimeBudget._validation_epoch_s(trainer, model) == 0.0 and model.calls == 2
 
+    class Stream(torch.utils.data.IterableDataset):  # no len(), no indexing: read through the loader
+        def __iter__(self):
+            return iter([(torch.zeros(4), torch.zeros(2, 4))] * 5)
+
+    trainer.val_dataloaders, trainer.num_val_batches = [DataLoader(Stream(), batch_size=2)], [3]
+    assert 3 * 0.01 <= TimeBudget._validation_epoch_s(trainer, model) < 3 * 0.1 and model.calls == 4
+
 
 def test_a_deadline_is_the_budget_left_when_fit_starts(monkeypatch, tmp_path):
     import local.time_budget as tb
