@@ -4,8 +4,9 @@ A fixed step budget keeps a time promise only on the CPU it was tuned on (the de
 33 x 250 steps took 15 minutes on one 2-core machine and 34 on another). With
 ``training.time_budget`` (``"14m"``, ``"1h30m"``, ``"900s"`` or seconds) the
 :class:`TimeBudget` callback measures the real cost of a training step once the
-compiled graph is built, and of a validation pass (two of its batches, timed then), fixes the number of optimizer steps that fit in what is left of the budget,
-and hands it to the module's learning-rate schedule, so a warm-up + cosine schedule
+compiled graph is built, and of a validation pass (two of its batches, timed then),
+fixes the number of optimizer steps that fit in what is left of the budget, and hands
+it to the module's learning-rate schedule, so a warm-up + cosine (or linear) schedule
 completes on every machine instead of being cut off. The chosen number and the
 measured rates are printed at once, kept in the checkpoints (a resumed run keeps its
 schedule) and written to ``time_budget.json``; ``--set training.max_steps=N`` with
