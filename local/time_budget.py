@@ -72,13 +72,14 @@ def typical_step_s(durations: list[float]) -> float:
 
 
 def _first_batch(loader):
-    """A loader's first batch, read in this process from its data set when it is indexable (a
-    loader's iterator would start its workers), else from the loader."""
-    try:
-        n = min(loader.batch_size or 1, len(loader.dataset))
-        return loader.collate_fn([loader.dataset[i] for i in range(n)])
-    except (TypeError, NotImplementedError):  # an IterableDataset: no len() or no indexing
+    """A loader's first batch, read in this process from its data set (a loader's iterator would
+    start its workers), or from the loader for an IterableDataset (no indexing)."""
+    from torch.utils.data import IterableDataset
+
+    if isinstance(loader.dataset, IterableDataset):
         return next(iter(loader))
+    n = min(loader.batch_size or 1, len(loader.dataset))
+    return loader.collate_fn([loader.dataset[i] for i in range(n)])
 
 
 class TimeBudget(pl.Callback):
@@ -195,11 +196,10 @@ class TimeBudget(pl.Callback):
     # -- the decision
     @staticmethod
     def _validation_epoch_s(trainer, pl_module) -> float:
-        """What a validation pass will cost: the faster of two reads (from its data set, in this
-        process: no loader workers started for it) and forwards of its first batch (eval mode, no
-        gradients, the run's precision), times its batches, timed here
-        with the step rate. Not from Lightning's sanity check, when the machine is still busy with
-        what came before (a fresh clone's demo: the data preparation's writes going to disk, the
+        """What a validation pass will cost: the faster of two reads (:func:`_first_batch`) and
+        forwards of its first batch (eval mode, no gradients, the run's precision), times its
+        batches, timed here with the step rate. Not from Lightning's sanity check, when the
+        machine is still busy with what came before (a fresh clone's demo: the data preparation's writes going to disk, the
         compiler starting): there its batches took 118-150 ms (2026-12-05 and -06), the passes in
         training 77 ms a batch, and the plan counted 2.2-2.8 s for 1.5-s passes, 14-25 s of the
         demo's budget left unused."""

@@ -122,6 +122,7 @@ def test_yaml_floats_without_a_dot_are_floats(tmp_path):
     ("training.max_steps=0", r"training.max_steps=0 trains nothing"),
     ("training.limit_train_batches=0", r"training.limit_train_batches=0 must be"),
     ("scheduler.min_lr_ratio=2", r"scheduler.min_lr_ratio=2.0 must be >= 0 and <= 1"),
+    ("scheduler.name=linera", r"scheduler.name must be plateau, cosine, linear or none"),
     ("masknet.n_blocks=0", r"masknet.n_blocks=0 must be >= 1"),
     ("evaluation.n_examples=-2", r"evaluation.n_examples=-2 must be >= 0"),
     ("training.accumulate_grad_batches=0", r"training.accumulate_grad_batches=0 must be >= 1"),
