@@ -223,6 +223,64 @@ def test_whole_hop_chunks_go_straight_to_the_c_call(monkeypatch):
         assert torch.equal(doubles, general) and len(taken) == 3 + len(chunks)
 
 
+def _addresses(struct):
+    """Every non-NULL pointer field of a ctypes struct, nested structs included."""
+    import ctypes
+
+    found = []
+    for name, kind in struct._fields_:
+        if kind is ctypes.c_void_p and getattr(struct, name):
+            found.append(getattr(struct, name))
+        elif issubclass(kind, ctypes.Structure):
+            found += _addresses(getattr(struct, name))
+    return found
+
+
+@pytest.mark.parametrize("weights", ["fp32", "fp16", "int12"])
+def test_the_weights_live_in_one_buffer_and_compute_the_same(monkeypatch, weights):
+    """After the move into the arena every array the C structs point to lies inside it (on
+    Linux: from a huge-page boundary), NULLs stay NULL, and the output is bit for bit the
+    output of the step that reads the tensors where they were built."""
+    import ctypes
+
+    model = causal_model("cgLN")
+    step = native_step.NativeStreamStep(StreamStep(model), weights=weights)
+    arena = step._arena
+    start = ctypes.addressof(ctypes.c_char.from_buffer(arena)) if not isinstance(arena, torch.Tensor) \
+        else arena.data_ptr()
+    size = len(arena) if not isinstance(arena, torch.Tensor) else arena.numel()
+    blocks = ctypes.addressof(step._blocks)  # the model's one pointer to a struct, not to an array of numbers
+    inside = [a for a in _addresses(step._model) if a != blocks] + [a for b in step._blocks for a in _addresses(b)]
+    assert inside and all(start <= a < start + size for a in inside)
+    mat = step._blocks[0].in_w  # NULL where the storage has no such array
+    assert (mat.lo is not None) == (weights == "int12") and (mat.scale is not None) == (weights != "fp32")
+    if platform.system() == "Linux":
+        assert min(inside) % native_step.HUGE_PAGE == 0  # the first matrix opens the arena
+    x = torch.randn(2, 1203, generator=torch.Generator().manual_seed(8))
+    engine = "native" if weights == "fp32" else f"native-{weights}"
+    moved = stream(StreamingSeparator(model, device="cpu", engine=engine), x, [8, 1, 24])
+    monkeypatch.setattr(native_step.NativeStreamStep, "_into_arena", lambda self: None)
+    in_place = stream(StreamingSeparator(model, device="cpu", engine=engine), x, [8, 1, 24])
+    assert torch.equal(moved, in_place)
+
+
+def test_each_call_returns_an_output_of_its_own(monkeypatch):
+    """Outputs come from blocks allocated ahead: with room for two per block, a stream of
+    one-hop calls refills the pool many times, and every output kept keeps its values (no call
+    writes another's), equal to the general path's."""
+    monkeypatch.setattr(native_step, "SPARE_BYTES", 2 * 4 * 2 * 8)  # two outputs of 2 sources x 8 samples
+    model = causal_model("cgLN")
+    x = torch.randn(1, 1600, generator=torch.Generator().manual_seed(9))
+    sep = StreamingSeparator(model, device="cpu", engine="native")
+    assert sep.stride == 8 and sep.n_src == 2
+    kept = [sep.process(c) for c in x[0].split(sep.stride)] + [sep.flush()]
+    fast = [o for o in kept if o.shape[-1] == sep.stride][1:]  # past the first window: the C call's own
+    assert len({o.data_ptr() for o in fast}) == len(fast) > 100
+    assert len({o.untyped_storage().data_ptr() for o in fast}) >= len(fast) // 2  # one block per two calls
+    general = stream(StreamingSeparator(model, device="cpu", engine="native"), x, [1, 7, 13])
+    assert torch.equal(torch.cat(kept, -1), general[0])
+
+
 def test_a_second_stream_after_flush_starts_clean():
     model = causal_model("cgLN")
     sep = StreamingSeparator(model, device="cpu", engine="native")
