@@ -26,6 +26,11 @@ scale) in int32 arithmetic, two products per lane per instruction. The encoder a
 stay float32 in every build (small, and the most sensitive to rounding). All three are opt-in: their
 output is not float32's, and ``benchmarks/benchmark_separation.py`` reports their SNR against
 float32 (about 72, 70 and 46 dB on random weights).
+
+Every array the step reads is copied, once, into one buffer aligned to a huge page (the
+weight matrices first, in the order of use; see ``NativeStreamStep._into_arena``), and its
+outputs come from blocks allocated ahead: at one hop per call both were measurable (0.420 ->
+0.384 ms a frame for fp16 weights, README).
 """
 
 from __future__ import annotations
