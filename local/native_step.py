@@ -29,8 +29,8 @@ float32 (about 72, 70 and 46 dB on random weights).
 
 Every array the step reads is copied, once, into one buffer aligned to a huge page (the
 weight matrices first, in the order of use; see ``NativeStreamStep._into_arena``), and its
-outputs come from blocks allocated ahead: at one hop per call both were measurable (0.420 ->
-0.384 ms a frame for fp16 weights, README).
+outputs come from blocks allocated ahead: at one hop per call the two took about 25 us off an
+fp16 frame of ~0.41 ms (README, 2026-12-06).
 """
 
 from __future__ import annotations
@@ -279,7 +279,10 @@ class NativeStreamStep:
         one process, paper_best_causal fp16, 2026-12-06 (Xeon model 167): 379-381 us a call
         against 387-391 from the tensors as allocated; a plain 10 MB read from L3, 31.0 against
         30.0 GB/s. Elsewhere (or where the kernel grants no huge pages) it is still one buffer."""
-        by_address = {t.data_ptr(): t for t in self._keep if t.data_ptr()}  # 0: an empty tensor, NULL in C
+        by_address: Dict[int, torch.Tensor] = {}
+        for t in self._keep:  # the C step only reads them: arrays that overlap may be copied apart
+            if t.data_ptr() and t.nbytes >= by_address.get(t.data_ptr(), t).nbytes:  # 0: empty, NULL in C
+                by_address[t.data_ptr()] = t  # of two from one address, the longer
         mats = [self._model.bott_w] + [m for b in self._blocks for m in (b.in_w, b.out_w)] + [self._model.mask_w]
         first = [a for m in mats for a in (m.w, m.lo, m.scale) if a]
         placed = set(first)
