@@ -37,10 +37,8 @@ Weights are random (speed does not depend on them); ``--threads 1`` is one core.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -66,23 +64,6 @@ NATIVE = ("native", "native-fp16", "native-int12", "native-int8")  # the C step:
 STREAM_ONLY = NATIVE  # no offline path of their own: their offline cells stay "-"
 REDUCED = ("fast-bf16", "eager-int8", "native-fp16", "native-int12", "native-int8")  # reported as SNR against float32
 HOPS = (1, 8, 32)
-
-
-def cpu_model() -> str:
-    """``lscpu``'s model name, with family/model/stepping and the vector extensions torch uses."""
-    info = {}
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        info = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in out.splitlines())}
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    name = info.get("Model name") or platform.processor() or "unknown CPU"
-    flags = set(info.get("Flags", "").split())
-    ext = [f for f in ("avx512f", "avx512_bf16", "amx_tile", "avx2") if f in flags]
-    detail = ", ".join(p for p in (f"family {info['CPU family']}" if "CPU family" in info else "",
-                                   f"model {info['Model']}" if "Model" in info else "",
-                                   "/".join(ext)) if p)
-    return f"{name} ({detail})" if detail else name
 
 
 # ------------------------------------------------------------------ set-up (parent)
@@ -191,7 +172,7 @@ def stream_child(args) -> dict:
 
     from local.inference import output_snr
     from local.separate import load_separator
-    from local.streaming import StreamingSeparator
+    from local.streaming import StreamingSeparator, time_stream
 
     torch.set_num_threads(args.threads)
     folder = Path(args.folder)
@@ -206,31 +187,10 @@ def stream_child(args) -> dict:
         sep = StreamingSeparator(source, device=args.device, engine=engine)
         result, max_diff, snr = {}, 0.0, float("inf")
         for hops in args.hops:
-            chunk = hops * sep.stride
-            n_chunks = x.shape[-1] // chunk
-            best = float("inf")
-            sep.reset()
-            for i in range(min(n_chunks, 20)):  # warm-up: TorchScript optimises the step in its first calls
-                sep.process(x[0, i * chunk:(i + 1) * chunk])
-            # each chunk cut before the clock starts: a live source hands each buffer over, and
-            # slicing the stream here cost 10-15 us a call at one hop after the step (3% of a frame)
-            pieces = list(x[0, :n_chunks * chunk].split(chunk))
-            for _ in range(args.repeats):
-                sep.reset()
-                outs = [sep.process(pieces[0])]  # the first window: no frame yet at one hop
-                gc.disable()  # as timeit does: a collection is no part of a call
-                t0 = time.perf_counter()
-                for piece in pieces[1:]:
-                    outs.append(sep.process(piece))
-                _sync(args.device)
-                best = min(best, (time.perf_counter() - t0) / ((n_chunks - 1) * hops))
-                gc.enable()
-                outs.append(sep.process(x[0, n_chunks * chunk:]))
-                outs.append(sep.flush())
-                online = torch.cat(outs, -1).cpu()
-                max_diff = max(max_diff, (online - offline).abs().max().item())
-                if engine in REDUCED:
-                    snr = min(snr, output_snr(offline, online))
+            best, online = time_stream(sep, x[0], hops, args.repeats)
+            max_diff = max(max_diff, (online - offline).abs().max().item())
+            if engine in REDUCED:
+                snr = min(snr, output_snr(offline, online))
             result[str(hops)] = best * 1000
         result["max_diff"] = max_diff
         if engine in REDUCED:
@@ -432,6 +392,8 @@ def main(argv=None) -> int:
                 for e in group:
                     stream.setdefault(e, []).append(res[e])
         diffs = output_diffs(save, args.paths, args.seconds[0])
+    from local.compile_cache import cpu_model
+
     header = (f"Separation on {cpu_model()}, {args.threads} thread(s), device {args.device}, "
               f"torch {torch.__version__}; "
               f"offline: {args.conf}, streaming: {args.causal_conf} ({stream_seconds:g} s streams); "

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+import subprocess
 from pathlib import Path
 
 ENV = "TORCHINDUCTOR_CACHE_DIR"
@@ -37,6 +38,23 @@ def _cpu_description() -> str:
         if not line.strip() and picked:  # the first processor's block is enough
             break
     return "\n".join(picked) or platform.machine()
+
+
+def cpu_model() -> str:
+    """``lscpu``'s model name, with family/model/stepping and the vector extensions torch uses."""
+    info = {}
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        info = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in out.splitlines())}
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    name = info.get("Model name") or platform.processor() or "unknown CPU"
+    flags = set(info.get("Flags", "").split())
+    ext = [f for f in ("avx512f", "avx512_bf16", "amx_tile", "avx2") if f in flags]
+    detail = ", ".join(p for p in (f"family {info['CPU family']}" if "CPU family" in info else "",
+                                   f"model {info['Model']}" if "Model" in info else "",
+                                   "/".join(ext)) if p)
+    return f"{name} ({detail})" if detail else name
 
 
 def cache_key(threads: int) -> str:

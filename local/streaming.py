@@ -64,8 +64,9 @@ per frame there in float32: the model's 19 MB of weights are read once per frame
 and one core reads about 30 GB/s from L3 (0.65 ms). The opt-in
 ``engine="native-fp16"``, ``"native-int12"`` and ``"native-int8"`` store the 1x1
 convolutions' weights in half precision, as 12-bit or as 8-bit integers (1/2, 3/8 or 1/4
-of the bytes; the encoder and decoder stay float32): 0.42, 0.37 and 0.26 ms per frame
-at one hop (2026-12-06), output SNR 72, 70 and 46 dB against float32. From 32 hops
+of the bytes; the encoder and decoder stay float32): 0.38, 0.30 and 0.21 ms per frame
+at one hop (2026-12-06, model 167; 0.31, 0.24 and 0.18 on model 207, 2026-12-07), output SNR
+72, 70 and 46 dB against float32 (``local.stream_check`` measures them on a model's own audio). From 32 hops
 per call (33 ms of algorithmic latency) the weights are reused across frames.
 
 Latency
@@ -79,6 +80,8 @@ window, ``L`` samples (2 ms for L=16 at 8 kHz).
 
 from __future__ import annotations
 
+import gc
+import time
 from typing import List, Optional, Tuple
 
 import torch
@@ -87,7 +90,7 @@ from torch import nn
 
 from local.inference import model_sizes
 
-__all__ = ["StreamingSeparator", "StreamStep", "check_streamable", "ENGINES"]
+__all__ = ["StreamingSeparator", "StreamStep", "check_streamable", "time_stream", "ENGINES"]
 
 ENGINES = ("script", "eager", "onnx", "native", "native-fp16", "native-int12", "native-int8")
 #: the C step's engines, by the storage of their weights (local.native_step.WEIGHTS)
@@ -435,10 +438,10 @@ class StreamingSeparator:
         engine: ``"script"`` (default: the TorchScript-scripted :class:`StreamStep`), ``"eager"``
             (the same module in Python), ``"onnx"`` (onnxruntime on ``model_stream.onnx``, CPU) or
             ``"native"`` (:mod:`local.native_step`: the same step as one C call, float32 on the CPU,
-            compiled on first use; 2.6-3.5x faster than ``"script"`` at 1 to 32 hops per call),
+            compiled on first use; 2.3-3.1x faster than ``"script"`` at 1 to 32 hops per call),
             and its opt-in twins ``"native-fp16"``, ``"native-int12"`` and ``"native-int8"``
-            (weights stored in half precision, as 12-bit or as 8-bit integers: about 1.8x, 2.2x
-            and 3.0x faster still at one hop; not float32's exact arithmetic, the benchmark
+            (weights stored in half precision, as 12-bit or as 8-bit integers: about 1.9x, 2.3x
+            and 3.4x faster still at one hop; not float32's exact arithmetic, the benchmark
             reports their SNR).
 
     ``process`` takes ``(time,)`` or ``(batch, time)`` float tensors and
@@ -601,3 +604,44 @@ class StreamingSeparator:
     def _out(self, wav: torch.Tensor, squeeze: bool) -> torch.Tensor:
         self.n_out += wav.shape[-1]
         return wav[0] if squeeze else wav
+
+
+def time_stream(separator: StreamingSeparator, signal: torch.Tensor, hops: int, repeats: int = 1,
+                warmup_calls: int = 20) -> Tuple[float, torch.Tensor]:
+    """Streams ``signal`` ((time,), at the model's rate) through ``separator`` in chunks of ``hops``
+    encoder hops, ``repeats`` times; returns (the fastest pass's seconds per frame, the last pass's
+    whole output ``(n_src, time)``, flush included). Used by ``local.stream_check`` and
+    ``benchmarks/benchmark_separation.py``.
+
+    Each chunk is cut before the clock starts, as a live source hands each buffer over (slicing
+    the stream in the timed loop cost 10-15 us a call at one hop, 3% of a frame), and the garbage
+    collector is off while timing, as ``timeit`` does. The first chunk (no frame yet at one hop)
+    and the remainder are outside the clock; ``warmup_calls`` calls come first (TorchScript
+    optimises the step in its first calls)."""
+    chunk = hops * separator.stride
+    n_chunks = signal.shape[-1] // chunk
+    if hops < 1 or n_chunks < 2:
+        raise ValueError(f"timing {hops} hop(s) per call needs a signal of at least {2 * chunk} samples "
+                         f"and hops >= 1, got {signal.shape[-1]} samples")
+    separator.reset()
+    for i in range(min(n_chunks, warmup_calls)):
+        separator.process(signal[i * chunk:(i + 1) * chunk])
+    pieces = list(signal[:n_chunks * chunk].split(chunk))
+    best, online = float("inf"), None
+    for _ in range(repeats):
+        separator.reset()
+        outs = [separator.process(pieces[0])]
+        gc.disable()
+        try:
+            start = time.perf_counter()
+            for piece in pieces[1:]:
+                outs.append(separator.process(piece))
+            if separator.device.type == "cuda":
+                torch.cuda.synchronize(separator.device)
+            best = min(best, (time.perf_counter() - start) / ((n_chunks - 1) * hops))
+        finally:
+            gc.enable()
+        outs.append(separator.process(signal[n_chunks * chunk:]))
+        outs.append(separator.flush())
+        online = torch.cat([o.to("cpu") for o in outs], -1)
+    return best, online
