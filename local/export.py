@@ -282,6 +282,8 @@ def main(argv=None) -> int:
         raise SystemExit(f"error: exported {out_dir} but could not write {marker} ({write_failure(err)})") from None
     log.info("exported %s", out_dir)
     print(f"model package: {out_dir}  (python -m local.separate --model {out_dir} your.wav --out-dir out/)")
+    if causal:  # which streaming engine suits it is a property of its weights: say how to measure it
+        print(f"streaming engines on your audio: python -m local.stream_check --model {out_dir} your.wav")
     return 0
 
 

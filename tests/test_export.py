@@ -42,10 +42,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.mark.parametrize("who_is_pinv,causal", [(None, False), ("encoder", False), (None, True)])
-def test_every_export_format_gives_the_same_output(tmp_path, who_is_pinv, causal):
+def test_every_export_format_gives_the_same_output(tmp_path, who_is_pinv, causal, capsys):
     exp, model = make_exp(tmp_path, who_is_pinv, causal)
     assert export_main(["--exp-dir", str(exp)]) == 0
     out = exp / "export"
+    said = capsys.readouterr().out  # a causal model's export says how to check its streaming engines
+    assert ("local.stream_check --model" in said) == causal and "local.separate --model" in said
     for name in ("model.safetensors", "model.json", "model.pth", "model.ts", "model.onnx", "conf.yml",
                  "metrics.json", "README.md"):
         assert (out / name).is_file(), name
