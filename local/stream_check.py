@@ -102,7 +102,13 @@ def check_engine(engine: str, model, model_path: Path, signals, offline, args) -
     from local.native_step import NativeBuildError
     from local.streaming import StreamingSeparator, time_stream
 
-    source = str(model_path / "model_stream.onnx") if engine == "onnx" else model
+    source = model
+    if engine == "onnx":
+        source = model_path / "model_stream.onnx"
+        if not source.is_file():
+            return {"engine": engine, "error": f"no {source} (an export folder of a causal model has it: "
+                                               "./run.sh --stage 3)"}
+        source = str(source)
     try:
         separator = StreamingSeparator(source, device="cpu", engine=engine)
     except (NativeBuildError, ValueError, FileNotFoundError, ImportError) as err:

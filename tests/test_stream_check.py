@@ -5,7 +5,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from local.export import write_safetensors_package
+from local.export import write_onnx, write_safetensors_package
 from local.model import ConvTasNetVariant, serialize_model
 from local.stream_check import main
 from local.streaming import StreamingSeparator, time_stream
@@ -96,3 +96,15 @@ def test_bad_inputs_and_options_are_one_line(causal_export, tmp_path, caplog):
     good = noise_file(tmp_path / "good.wav", 0.3, 8000)
     assert main(["--model", str(causal_export), str(short), str(good), "--engines", "script",
                  "--repeats", "1"]) == 1  # the short one is named and the rest checked
+
+
+def test_onnx_step_of_an_export_folder_is_checked_by_default_and_a_missing_one_named(causal_export, tmp_path,
+                                                                                     capsys):
+    a = noise_file(tmp_path / "a.wav", 0.3, 8000)
+    assert main(["--model", str(causal_export), str(a), "--engines", "onnx", "--repeats", "1"]) == 1
+    assert "cannot run here: no " in rows_of(capsys.readouterr().out)["onnx"][3]
+    write_onnx(serialize_model(causal_model("cgLN")), causal_export)
+    assert main(["--model", str(causal_export), str(a), "--repeats", "1"]) == 0
+    rows = rows_of(capsys.readouterr().out)
+    assert set(rows) == {"script", "native", "native-fp16", "native-int12", "native-int8", "onnx"}
+    assert float(rows["onnx"][2]) < 1e-4 and rows["onnx"][3] == "yes"
