@@ -87,6 +87,12 @@ def test_bad_inputs_and_options_are_one_line(causal_export, tmp_path, caplog):
         main(["--model", str(causal_export), "x.wav", "--hops", "0"])
     with pytest.raises(SystemExit, match="--seconds must be positive"):
         main(["--model", str(causal_export), "x.wav", "--seconds", "0"])
+    for option, value, says in (("--repeats", "0", "must be at least 1"), ("--threads", "0", "must be at least 1"),
+                                ("--tolerance", "-1", "must be positive")):
+        with pytest.raises(SystemExit, match=f"{option} {says}"):
+            main(["--model", str(causal_export), "x.wav", option, value])
+    with pytest.raises(SystemExit, match="its folder does not exist"):
+        main(["--model", str(causal_export), "x.wav", "--out", str(tmp_path / "no" / "table.md")])
     with pytest.raises(SystemExit, match="missing.wav: no such file"):
         main(["--model", str(causal_export), str(tmp_path / "missing.wav")])
     short = noise_file(tmp_path / "short.wav", 0.001, 8000)  # 8 samples: less than one window
@@ -96,6 +102,10 @@ def test_bad_inputs_and_options_are_one_line(causal_export, tmp_path, caplog):
     good = noise_file(tmp_path / "good.wav", 0.3, 8000)
     assert main(["--model", str(causal_export), str(short), str(good), "--engines", "script",
                  "--repeats", "1"]) == 1  # the short one is named and the rest checked
+    caplog.clear()  # 2400 samples: enough at one hop, not for two calls of 200 hops (3200)
+    with pytest.raises(SystemExit, match="none of the 1 inputs could be used"):
+        main(["--model", str(causal_export), str(good), "--engines", "script", "--hops", "200"])
+    assert "good.wav: too short to stream at 200 hop(s) per call (2400 samples at 8000 Hz, 3200 needed)" in caplog.text
 
 
 def test_onnx_step_of_an_export_folder_is_checked_by_default_and_a_missing_one_named(causal_export, tmp_path,
